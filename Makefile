@@ -1,0 +1,56 @@
+# sluice — see README.md. `make run` and `make test` are the two commands.
+GO       ?= go
+BIN      := bin
+VAR      := var
+PKGS     := ./...
+# Long end-to-end tests are bounded by go test's own timeout, well inside
+# CI's budget; soak and load runs live in `make bench` / `make soak`.
+TEST_TIMEOUT ?= 12m
+export GOFLAGS ?= -mod=mod
+
+COMMANDS := sluiced sluice sendmail
+ALIASES  := mailq postqueue postsuper newaliases
+
+.PHONY: all build run test test-peers vet bench fuzz soak man clean
+
+all: build
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/ $(addprefix ./cmd/,$(COMMANDS))
+	@for a in $(ALIASES); do ln -sf sendmail $(BIN)/$$a; done
+	@ln -sf sluice $(BIN)/pmta
+
+# The daemon in the foreground on the embedded default config, written
+# under ./var the first time (SMTP on 127.0.0.1:2525, spool and logs in ./var).
+run: build
+	@mkdir -p $(VAR)
+	@test -f $(VAR)/sluice.conf || $(BIN)/sluiced --print-default-config --var-dir $(CURDIR)/$(VAR) > $(VAR)/sluice.conf
+	$(BIN)/sluiced --config $(VAR)/sluice.conf
+
+test-peers:
+	bash scripts/install-test-peers.sh
+
+vet:
+	$(GO) vet $(PKGS)
+
+test: test-peers build vet
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+
+bench: build
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./spool/...
+	bash bench/run.sh
+
+soak: build
+	$(GO) test -count=1 -run Soak -timeout 60m -tags soak $(PKGS)
+
+# Each fuzz target for a short while; `FUZZTIME=10m make fuzz` for longer.
+FUZZTIME ?= 20s
+fuzz:
+	@bash scripts/fuzz-all.sh $(FUZZTIME)
+
+man: build
+	$(BIN)/sluice man sluice.conf > man/sluice.conf.5
+
+clean:
+	rm -rf $(BIN)
