@@ -1,0 +1,156 @@
+// Package vmta delivers mail to remote SMTP servers: destination routing
+// (MX or fixed hosts), an SMTP client with pipelining and STARTTLS, and a
+// connection cache keyed by source IP and destination host.
+//
+// The queue manager decides what is due and how many connections a queue
+// may use; this package carries out one transaction (one message, the
+// recipients of one destination) and reports each recipient's reply. Every
+// failure is reported as an SMTP reply, synthesized when the remote server
+// never said anything, so the caller classifies all outcomes one way.
+package vmta
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/sluicemta/sluice/internal/resolve"
+)
+
+// HostPort is one configured next hop (`route`, `smtp-hosts`).
+type HostPort struct {
+	Host      string // name or IP literal, brackets removed
+	Port      int    // 0: Destination.Port
+	Bracketed bool   // [host]: use its addresses, no MX lookup
+}
+
+// Destination says where and how to deliver one queue's mail.
+type Destination struct {
+	Domain    string     // recipient domain (A-label)
+	Hosts     []HostPort // from route/smtp-hosts; empty = MX lookup of Domain
+	Bracketed bool       // every host in Hosts is [bracketed]
+	Port      int        // default-smtp-port (0: 25)
+	SourceIP  netip.Addr // dial from (zero = any)
+	HeloName  string     // EHLO/HELO argument (empty: "localhost")
+
+	// UseStartTLS enables opportunistic STARTTLS (the config default is yes;
+	// the zero value here is off). RequireStartTLS defers unless STARTTLS
+	// succeeds with a certificate valid for the MX host name.
+	UseStartTLS, RequireStartTLS bool
+	// BounceOn5xxGreeting: a 5xx greeting fails the recipients with that
+	// reply (PowerMTA bounce-upon-5xx-greeting); otherwise the next host is
+	// tried and the recipients are deferred.
+	BounceOn5xxGreeting bool
+	// IgnorePipelining / IgnoreDSN: act as if the server had not offered
+	// the extension (PowerMTA ignore-pipelining, ignore-dsn).
+	IgnorePipelining, IgnoreDSN bool
+
+	// Timeouts, zero = default: connect 2m, greeting 5m, each command 5m,
+	// data 3m per write, after the final dot 10m, idle in cache 5s.
+	ConnectTimeout, GreetingTimeout, CommandTimeout, DataTimeout,
+	DataTerminationTimeout, IdleTimeout time.Duration
+	MaxMsgPerConnection int // 0 = unlimited; 1 = no reuse
+}
+
+// Rcpt is one envelope recipient.
+type Rcpt struct {
+	Addr string
+	// ORCPT is "addr-type;address" decoded (as go-smtp hands it over, e.g.
+	// "rfc822;user@example.com"); it is xtext-encoded on the wire.
+	ORCPT string
+	// Notify is the DSN NOTIFY value ("NEVER" or e.g. "SUCCESS,FAILURE"); "" = none.
+	Notify string
+}
+
+// Message is one message to deliver.
+type Message struct {
+	ID       string // queue id, for logs
+	From     string // envelope sender, "" = null sender
+	Ret      string // DSN RET: "FULL", "HDRS" or ""
+	EnvID    string // DSN ENVID, decoded; xtext-encoded on the wire
+	SMTPUTF8 bool   // the message needs SMTPUTF8 (RFC 6531)
+	Body8bit bool   // BODY=8BITMIME
+	Rcpts    []Rcpt
+	// Content is the message (headers and body). Line ends are sent as
+	// CRLF whatever they are stored as; dot-stuffing is done here.
+	Content io.ReaderAt
+	Size    int64
+}
+
+// Reply is an SMTP reply, received or synthesized.
+type Reply struct {
+	Code     int    // 250, 451, 550, ...
+	Enhanced string // "5.1.1" (RFC 3463) or ""
+	Text     string // text without code and enhanced code; lines joined by " "
+}
+
+// String renders the reply as it would be logged: "550 5.1.1 text".
+func (r Reply) String() string {
+	s := strconv.Itoa(r.Code)
+	if r.Enhanced != "" {
+		s += " " + r.Enhanced
+	}
+	if r.Text != "" {
+		s += " " + r.Text
+	}
+	return s
+}
+
+// Temporary reports a 4xx reply; Permanent a 5xx one.
+func (r Reply) Temporary() bool { return r.Code >= 400 && r.Code < 500 }
+
+// Permanent reports a 5xx reply.
+func (r Reply) Permanent() bool { return r.Code >= 500 && r.Code < 600 }
+
+// Stages a recipient's reply came from.
+const (
+	StageDNS      = "dns" // MX/address lookup (synthesized reply)
+	StageConnect  = "connect"
+	StageGreeting = "greeting"
+	StageEHLO     = "ehlo"
+	StageSTARTTLS = "starttls"
+	StageMail     = "mail"
+	StageRcpt     = "rcpt"
+	StageData     = "data"
+	StageDot      = "dot"
+)
+
+// RcptResult is what happened to one recipient.
+type RcptResult struct {
+	Reply Reply
+	Stage string
+	// Synthesized: no server sent this reply (DNS, connect, timeout, lost
+	// connection, local limits).
+	Synthesized bool
+}
+
+// Delivered reports a 2xx reply after the final dot.
+func (r RcptResult) Delivered() bool { return r.Stage == StageDot && r.Reply.Code/100 == 2 }
+
+// Result is the outcome of one Deliver call.
+type Result struct {
+	Rcpts      []RcptResult // same order as Message.Rcpts
+	Host       string       // MX or route host last talked to ("" if none)
+	IP         netip.Addr   // its address
+	Port       int
+	SourceIP   netip.Addr // local address used
+	TLSVersion string     // "TLS1.3", "" without TLS
+	TLSCipher  string
+	ESMTP      bool  // EHLO was accepted
+	Reused     bool  // the connection came from the cache
+	Err        error // the transport-level error, if any (nil when replies say it all)
+}
+
+// Resolver is what Deliver needs from DNS; *resolve.Resolver implements it.
+// Errors must wrap resolve.ErrNXDomain, ErrNoMX, ErrNullMX, ErrNoAddrs or
+// ErrTemporary.
+type Resolver interface {
+	MX(ctx context.Context, domain string) ([]resolve.MX, error)
+	Addrs(ctx context.Context, host string) ([]netip.Addr, error)
+}
+
+// DialFunc opens a TCP connection from laddr (zero = any) to raddr.
+type DialFunc func(ctx context.Context, laddr netip.Addr, raddr netip.AddrPort) (net.Conn, error)
