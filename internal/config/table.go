@@ -1,0 +1,262 @@
+package config
+
+import "fmt"
+
+// The one table of directives. Parsing, validation, `--check`, reload and the
+// sluice.conf(5) man page are all driven from it, so they cannot drift apart.
+// Add a directive here when the daemon implements it; until then a PowerMTA
+// name is reported as "not supported" (see powermtaDirectives).
+
+// Type is the value type of a directive; it decides the parser and the one
+// accessor of Block that may read it.
+type Type int
+
+const (
+	TBool         Type = iota + 1 // yes|no (also true|false, on|off)
+	TInt                          // non-negative integer
+	TSize                         // bytes with an optional K, M or G suffix
+	TDuration                     // 30s, 10m, 4d12h, 1w
+	TDurations                    // comma list of durations
+	TRate                         // N/s, N/m, N/h, N/d, N/10m; "unlimited" = zero Rate
+	TString                       // one word or a path
+	TStrings                      // comma list of words
+	THostPorts                    // comma list of host:port or [host]:port
+	TListener                     // IP:PORT, 0/0:PORT, [IPv6]:PORT
+	TCertKey                      // CERT,KEY file pair (loaded at Load)
+	TSourceHost                   // IP HOSTNAME
+	TRecordTypes                  // comma list of accounting record types
+	TRecordFields                 // TYPE field,field,...
+	TEnum                         // one of Directive.Enum
+	TPasswordHash                 // a bcrypt hash
+	TSourceRef                    // {name} of a <source {name}> block
+)
+
+func (t Type) String() string {
+	switch t {
+	case TBool:
+		return "yes|no"
+	case TInt:
+		return "N"
+	case TSize:
+		return "SIZE"
+	case TDuration:
+		return "DURATION"
+	case TDurations:
+		return "DURATION[,DURATION...]"
+	case TRate:
+		return "RATE"
+	case TString:
+		return "VALUE"
+	case TStrings:
+		return "VALUE[,VALUE...]"
+	case THostPorts:
+		return "HOST[:PORT][,...]"
+	case TListener:
+		return "IP:PORT"
+	case TCertKey:
+		return "CERT-FILE,KEY-FILE"
+	case TSourceHost:
+		return "IP HOSTNAME"
+	case TRecordTypes:
+		return "TYPE[,TYPE...]"
+	case TRecordFields:
+		return "TYPE FIELD[,FIELD...]"
+	case TEnum:
+		return "WORD"
+	case TPasswordHash:
+		return "BCRYPT-HASH"
+	case TSourceRef:
+		return "{NAME}"
+	}
+	return "?"
+}
+
+// Block kinds. "global" is the top level of the file.
+const (
+	KindGlobal   = "global"
+	KindSource   = "source"
+	KindSMTPUser = "smtp-user"
+	KindDomain   = "domain"
+	KindVMTA     = "virtual-mta"
+	KindPool     = "virtual-mta-pool"
+	KindAcctFile = "acct-file"
+)
+
+// BlockKind describes a <kind arg> block: where it may appear and what its
+// argument is.
+type BlockKind struct {
+	Kind    string
+	Parents []string
+	Arg     string
+	Doc     string
+}
+
+// Blocks lists the block kinds sluice implements, in man-page order.
+var Blocks = []BlockKind{
+	{KindGlobal, nil, "", "Directives outside any block."},
+	{KindSource, []string{KindGlobal}, "CIDR|{name}|{auth}",
+		"Policy for inbound SMTP clients. A CIDR block applies to clients in that network; the most specific matching CIDR wins (0/0 is the catch-all). {auth} applies on top once a client has authenticated, {name} instead of it for an <smtp-user> that names it with source."},
+	{KindSMTPUser, []string{KindGlobal}, "NAME", "An account for SMTP AUTH on the listener."},
+	{KindDomain, []string{KindGlobal, KindVMTA, KindPool}, "NAME|*|$MACRO",
+		"Delivery settings for a recipient domain. Looked up from the most specific: <domain d> inside the virtual MTA, <domain *> inside it, the same inside each pool holding it, global <domain d>, global <domain *>, then the defaults."},
+	{KindVMTA, []string{KindGlobal}, "NAME", "A virtual MTA: the source addresses mail is sent from."},
+	{KindPool, []string{KindGlobal}, "NAME", "A pool of virtual MTAs used in turn."},
+	{KindAcctFile, []string{KindGlobal}, "PATH", "An accounting CSV file in PowerMTA's record format."},
+}
+
+// Directive is one row of the table.
+type Directive struct {
+	Name       string
+	Blocks     []string // kinds it may appear in
+	Type       Type
+	Default    string // parsed with the directive's own parser; "" = unset
+	DefaultDoc string // shown instead of Default when the default is computed
+	Doc        string
+	Repeatable bool
+	Enum       []string
+	// Check refuses values that parse but are not acceptable; it returns
+	// "" for a good value.
+	Check func(v any) string
+}
+
+var (
+	global  = []string{KindGlobal}
+	source  = []string{KindSource}
+	domain  = []string{KindDomain}
+	vmtaK   = []string{KindVMTA}
+	poolK   = []string{KindPool}
+	userK   = []string{KindSMTPUser}
+	acctK   = []string{KindAcctFile}
+	syncDoc = "only yes is accepted: sluice answers 250 only once a message is fsynced to the spool"
+)
+
+// Directives is the table. The same name may appear twice when its meaning
+// differs by block (max-rcpt-per-message inbound and outbound).
+var Directives = []Directive{
+	// Global.
+	{Name: "host-name", Blocks: global, Type: TString, DefaultDoc: "the system host name", Doc: "Name used in the SMTP greeting, HELO/EHLO and Received headers."},
+	{Name: "postmaster", Blocks: global, Type: TString, DefaultDoc: "postmaster@HOST-NAME", Doc: "Address that receives reports and is the From of DSNs."},
+	{Name: "smtp-listener", Blocks: global, Type: TListener, Repeatable: true, Default: "0/0:25", Doc: "Address and port to accept SMTP on; 0/0:PORT is every address, [::1]:PORT an IPv6 one. Repeat for several."},
+	{Name: "smtp-port", Blocks: global, Type: TInt, Doc: "Legacy form of smtp-listener 0/0:N.", Check: checkPort},
+	{Name: "spool", Blocks: global, Type: TString, Default: "/var/spool/pmta", Doc: "Directory holding the spool segments."},
+	{Name: "log-file", Blocks: global, Type: TString, Default: "/var/log/pmta/log", Doc: "The daemon's log file; reopened on SIGHUP and `sluice reopen-logs`."},
+	{Name: "total-max-smtp-in", Blocks: global, Type: TInt, Default: "1000", Doc: "Most inbound SMTP connections at once, over all listeners."},
+	{Name: "total-max-smtp-out", Blocks: global, Type: TInt, Default: "2000", Doc: "Most outbound SMTP connections at once, over all queues."},
+	{Name: "sync-msg-create", Blocks: global, Type: TBool, Default: "yes", Doc: "Fsync a message before accepting it; " + syncDoc + ".", Check: refuseNo("sync-msg-create")},
+	{Name: "sync-msg-update", Blocks: global, Type: TBool, Default: "yes", Doc: "Fsync recipient state changes; " + syncDoc + ".", Check: refuseNo("sync-msg-update")},
+	{Name: "smtp-server-tls-certificate", Blocks: global, Type: TCertKey, Doc: "PEM certificate chain and key offered with STARTTLS; both are loaded when the config is."},
+	{Name: "relay-domain", Blocks: global, Type: TString, Repeatable: true, Doc: "A domain accepted from any source (inbound mail for it is not relaying). Repeat for several."},
+	{Name: "run-as-user", Blocks: global, Type: TString, Default: "sluice", Doc: "(sluice) Unprivileged user the daemon runs as."},
+	{Name: "control-socket", Blocks: global, Type: TString, Default: "/run/sluice/control.sock", Doc: "(sluice) Unix socket the sluice CLI and sendmail talk to."},
+	{Name: "max-received-headers", Blocks: global, Type: TInt, Default: "50", Doc: "A message with more Received headers is refused as a mail loop."},
+	{Name: "dsn-bounce-after", Blocks: global, Type: TDuration, Default: "1d", Doc: "How long a DSN (bounce) is retried; must be shorter than bounce-after."},
+
+	// <source>.
+	{Name: "always-allow-relaying", Blocks: source, Type: TBool, Default: "no", Doc: "Let these clients relay to any domain."},
+	{Name: "smtp-service", Blocks: source, Type: TBool, Default: "yes", Doc: "Whether these clients are served at all; no closes the connection with 554."},
+	{Name: "require-auth", Blocks: source, Type: TBool, Default: "no", Doc: "Refuse MAIL until the client has authenticated."},
+	{Name: "max-message-size", Blocks: source, Type: TSize, Default: "0", Doc: "Largest message accepted (10M, 512K or bytes); 0 = no limit."},
+	{Name: "max-rcpt-per-message", Blocks: source, Type: TInt, Default: "1000", Doc: "Most recipients accepted in one inbound transaction."},
+	{Name: "add-received-header", Blocks: source, Type: TBool, Default: "yes", Doc: "Add a Received header to incoming messages."},
+	{Name: "add-message-id-header", Blocks: source, Type: TBool, Default: "yes", Doc: "Add a Message-ID header when it is missing."},
+	{Name: "add-date-header", Blocks: source, Type: TBool, Default: "yes", Doc: "Add a Date header when it is missing."},
+	{Name: "default-virtual-mta", Blocks: source, Type: TString, Doc: "Virtual MTA or pool for mail from these clients."},
+	{Name: "log-connections", Blocks: source, Type: TBool, Default: "no", Doc: "Log each connection."},
+	{Name: "log-commands", Blocks: source, Type: TBool, Default: "no", Doc: "Log each SMTP command and reply."},
+	{Name: "allow-starttls", Blocks: source, Type: TBool, Default: "yes", Doc: "Offer STARTTLS (when smtp-server-tls-certificate is set)."},
+	{Name: "allow-unencrypted-plain-auth", Blocks: source, Type: TBool, Default: "no", Doc: "Accept AUTH PLAIN/LOGIN before STARTTLS."},
+	{Name: "smtp-max-auth-failure-rate", Blocks: source, Type: TRate, Default: "5/m", Doc: "Failed AUTH attempts allowed per client address before further attempts are refused."},
+	{Name: "max-smtp-in-per-ip", Blocks: source, Type: TInt, Default: "0", Doc: "(sluice) Most connections at once from one client address; 0 = no limit."},
+	{Name: "max-connect-rate-per-ip", Blocks: source, Type: TRate, Default: "unlimited", Doc: "(sluice) New connections allowed per client address."},
+
+	// <smtp-user>.
+	{Name: "password", Blocks: userK, Type: TPasswordHash, Doc: "bcrypt hash ($2a$, $2b$ or $2y$) of the password; make one with `sluice hash-password`."},
+	{Name: "authentication-method", Blocks: userK, Type: TEnum, Enum: []string{"password"}, Default: "password", Doc: "How the user authenticates; only password."},
+	{Name: "source", Blocks: userK, Type: TSourceRef, Doc: "A <source {name}> block whose settings apply once this user has authenticated."},
+
+	// <domain>.
+	{Name: "max-smtp-out", Blocks: domain, Type: TInt, Default: "20", Doc: "Most connections at once to this domain."},
+	{Name: "max-msg-per-connection", Blocks: domain, Type: TInt, Default: "0", Doc: "Messages sent over one connection before it is closed; 0 = no limit."},
+	{Name: "max-rcpt-per-message", Blocks: domain, Type: TInt, Default: "100", Doc: "Most recipients in one outbound transaction; more are sent as further transactions."},
+	{Name: "retry-after", Blocks: domain, Type: TDurations, Default: "10m", Doc: "Wait before retrying a deferred recipient; a comma list gives successive waits, the last repeating."},
+	{Name: "bounce-after", Blocks: domain, Type: TDuration, Default: "4d12h", Doc: "A recipient still undelivered after this long is bounced."},
+	{Name: "retry-after-dns-error", Blocks: domain, Type: TDuration, Default: "1m", Doc: "Wait before retrying after a DNS lookup failed."},
+	{Name: "route", Blocks: domain, Type: THostPorts, Doc: "Send to these hosts instead of the domain's MX; [host] skips MX lookup of host itself."},
+	{Name: "smtp-hosts", Blocks: domain, Type: THostPorts, Doc: "PowerMTA's newer name for route."},
+	{Name: "default-smtp-port", Blocks: domain, Type: TInt, Default: "25", Doc: "Port used when a host has none.", Check: checkPort},
+	{Name: "connect-timeout", Blocks: domain, Type: TDuration, Default: "2m", Doc: "Time allowed to open a TCP connection."},
+	{Name: "smtp-greeting-timeout", Blocks: domain, Type: TDuration, Default: "5m", Doc: "Time allowed for the 220 greeting."},
+	{Name: "data-send-timeout", Blocks: domain, Type: TDuration, Default: "3m", Doc: "Time allowed for each write of message data."},
+	{Name: "smtp-data-termination-timeout", Blocks: domain, Type: TDuration, Default: "10m", Doc: "Time allowed for the reply to the final dot."},
+	{Name: "connection-idle-timeout", Blocks: domain, Type: TDuration, Default: "1m", Doc: "An idle outbound connection is closed after this long."},
+	{Name: "use-starttls", Blocks: domain, Type: TBool, Default: "yes", Doc: "Use STARTTLS when the server offers it."},
+	{Name: "require-starttls", Blocks: domain, Type: TBool, Default: "no", Doc: "Defer rather than send without TLS."},
+	{Name: "bounce-upon-5xx-greeting", Blocks: domain, Type: TBool, Default: "yes", Doc: "Bounce (rather than defer) when the greeting is 5xx."},
+	{Name: "smtp-553-means-invalid-mailbox", Blocks: domain, Type: TBool, Default: "yes", Doc: "Treat a 553 reply to RCPT as an invalid mailbox."},
+	{Name: "type", Blocks: domain, Type: TEnum, Enum: []string{"smtp", "discard"}, Default: "smtp", Doc: "smtp delivers; discard drops the mail (accounted as delivered)."},
+
+	// <virtual-mta>.
+	{Name: "smtp-source-host", Blocks: vmtaK, Type: TSourceHost, Repeatable: true, Doc: "Source address and the host name to announce from it; at most one per address family."},
+
+	// <virtual-mta-pool>.
+	{Name: "virtual-mta", Blocks: poolK, Type: TString, Repeatable: true, Doc: "A member virtual MTA. Repeat for several."},
+
+	// <acct-file>.
+	{Name: "records", Blocks: acctK, Type: TRecordTypes, Default: "d,b", Doc: "Record types written: d, b, t, tq, r, f, rb, rs."},
+	{Name: "record-fields", Blocks: acctK, Type: TRecordFields, Repeatable: true, Doc: "Fields (and their order) written for one record type; * is every field, !name drops one."},
+	{Name: "world-readable", Blocks: acctK, Type: TBool, Default: "no", Doc: "Create the file mode 0644 instead of 0640."},
+}
+
+// powermtaDirectives are PowerMTA directive and block names sluice does not
+// implement yet; they get their own message instead of "unknown directive".
+var powermtaDirectives = []string{
+	// global
+	"http-mgmt-port", "http-access", "run-as-root", "pickup", "domain-key",
+	"bounce-processor", "feedback-loop-processor", "address-list", "rewrite-list",
+	"smtp-pattern-list", "bounce-category-patterns", "deliver-only",
+	// source
+	"process-x-virtual-mta", "process-x-job", "process-x-envid", "retain-x-job",
+	"retain-x-virtual-mta", "jobid-header", "remove-received-headers",
+	"hide-message-source", "remove-header", "log-data", "pattern-list",
+	"verp-default", "suppress-local-dsn",
+	// domain
+	"backoff-max-smtp-out", "source-ip-max-smtp-out", "max-errors-per-connection",
+	"max-msg-rate", "backoff-max-msg-rate", "source-ip-max-msg-rate", "max-connect-rate",
+	"backoff-max-connect-rate", "source-ip-max-connect-rate", "max-data-volume-rate",
+	"smtp-out-rampup-interval", "backoff-retry-after", "retry-recipients-after",
+	"backoff-to-normal-after", "backoff-to-normal-after-delivery", "backoff-notify",
+	"reenable-source-ip-after", "backoff-reroute-to-virtual-mta", "bounce-upon-no-mx",
+	"ignore-8bitmime", "ignore-chunking", "ignore-pipelining", "ignore-dsn",
+	"disable-mx-rollup", "dkim-sign", "dkim-algorithm", "dkim-body-canon",
+	"dkim-headers-canon", "dkim-identity", "dkim-expire-after", "queue-priority",
+	"auth-username", "auth-password", "dsn-format", "notify-of-delay-every",
+	"disable-acct-records",
+	// smtp-pattern-list and acct-file
+	"reply", "disable-source-ip", "defer-queue", "move-to", "move-interval",
+	"max-size", "delete-after",
+}
+
+// powermtaBlocks are PowerMTA block kinds sluice does not implement yet.
+var powermtaBlocks = []string{
+	"spool", "bounce-processor", "feedback-loop-processor", "address-list",
+	"rewrite-list", "smtp-pattern-list", "bounce-category-patterns", "pattern-list",
+}
+
+// acctRecordTypes are PowerMTA's accounting record types.
+var acctRecordTypes = []string{"d", "b", "t", "tq", "r", "f", "rb", "rs"}
+
+func refuseNo(name string) func(any) string {
+	return func(v any) string {
+		if v.(bool) {
+			return ""
+		}
+		return name + " no is refused: sluice acknowledges mail only after it is fsynced to the spool, so a crash cannot lose accepted mail; remove the line"
+	}
+}
+
+func checkPort(v any) string {
+	if n := v.(int64); n < 1 || n > 65535 {
+		return fmt.Sprintf("port %d is not 1-65535", n)
+	}
+	return ""
+}
