@@ -1,0 +1,98 @@
+package smtpd
+
+import (
+	"crypto/tls"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// sconn wraps every accepted connection, under TLS if there is any. It
+// holds what outlives one go-smtp Session (STARTTLS starts a new Session):
+// the client, its error count, and the flags that let us hang up after a
+// reply and drain on shutdown.
+type sconn struct {
+	net.Conn
+	srv      *Server
+	ap       netip.AddrPort
+	listener string
+	mode     Mode
+	policy   Policy // computed at connect, before any AUTH
+
+	nameOnce sync.Once
+	name     string
+
+	errCount atomic.Int32
+
+	busy   atomic.Bool // a transaction (MAIL..end of DATA) is in progress
+	drain  atomic.Bool // shutting down: refuse further commands when not busy
+	hangup atomic.Bool // close right after the next write (a 421 reply)
+
+	closeOnce sync.Once
+}
+
+// connState finds our wrapper under a go-smtp connection.
+func connState(c net.Conn) *sconn {
+	if t, ok := c.(*tls.Conn); ok {
+		c = t.NetConn()
+	}
+	sc, _ := c.(*sconn)
+	return sc
+}
+
+func (c *sconn) Read(b []byte) (int, error) {
+	if c.drain.Load() && !c.busy.Load() {
+		return 0, os.ErrDeadlineExceeded
+	}
+	return c.Conn.Read(b)
+}
+
+func (c *sconn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	if c.hangup.Load() {
+		c.Close()
+	}
+	return n, err
+}
+
+// SetReadDeadline keeps a draining connection's deadline in the past so
+// go-smtp's own per-command deadline cannot revive it.
+func (c *sconn) SetReadDeadline(t time.Time) error {
+	if c.drain.Load() && !c.busy.Load() {
+		t = time.Unix(1, 0)
+	}
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *sconn) SetDeadline(t time.Time) error {
+	if err := c.Conn.SetWriteDeadline(t); err != nil {
+		return err
+	}
+	return c.SetReadDeadline(t)
+}
+
+func (c *sconn) Close() error {
+	var err error
+	c.closeOnce.Do(func() {
+		err = c.Conn.Close()
+		c.srv.release(c)
+	})
+	return err
+}
+
+// startDrain makes an idle session end at its next read: go-smtp answers
+// "421 4.4.2" to the timeout and closes. A busy one ends after its message.
+func (c *sconn) startDrain() {
+	c.drain.Store(true)
+	if !c.busy.Load() {
+		c.Conn.SetReadDeadline(time.Unix(1, 0))
+	}
+}
+
+// setDataDeadline pushes the read deadline out while content arrives.
+func (c *sconn) setDataDeadline(d time.Duration) {
+	c.Conn.SetReadDeadline(time.Now().Add(d))
+}

@@ -1,0 +1,356 @@
+package smtpd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+
+	"github.com/sluicemta/sluice/internal/qid"
+)
+
+var (
+	errAuthRequired = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Authentication required"}
+	errAuthTLS      = &smtp.SMTPError{Code: 538, EnhancedCode: smtp.EnhancedCode{5, 7, 11}, Message: "Encryption required for requested authentication mechanism"}
+	errAuthFailed   = &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Error: authentication failed"}
+	errAuthRate     = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Error: too many authentication failures"}
+	errTooManyErrs  = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Error: too many errors"}
+	errTooManyRcpts = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 5, 3}, Message: "Error: too many recipients"}
+	errNeedUTF8     = &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 6, 7}, Message: "Must declare SMTPUTF8 to send unicode address"}
+	errQueueFull    = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1}, Message: "Insufficient system storage"}
+	errQueueWrite   = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Error: queue file write error"}
+	errShutdown     = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "Service shutting down"}
+)
+
+// backend makes sessions for one settings generation.
+type backend struct {
+	srv *Server
+	gen *generation
+}
+
+// NewSession is called by go-smtp at the first HELO/EHLO (and again after
+// STARTTLS).
+func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	sc := connState(c.Conn())
+	if sc == nil {
+		return nil, errors.New("smtpd: connection not admitted")
+	}
+	s := b.gen.s
+	sc.nameOnce.Do(func() {
+		sc.name = "unknown"
+		if s.ClientName != nil {
+			ctx, cancel := context.WithTimeout(b.srv.ctx, min(s.CommandTimeout, 30*time.Second))
+			if n := s.ClientName(ctx, sc.ap.Addr()); n != "" {
+				sc.name = n
+			}
+			cancel()
+		}
+	})
+	return &session{srv: b.srv, s: &b.gen.s, c: c, sc: sc, policy: sc.policy}, nil
+}
+
+// session is one go-smtp Session: from HELO/EHLO to QUIT or STARTTLS.
+type session struct {
+	srv *Server
+	s   *Settings
+	c   *smtp.Conn
+	sc  *sconn
+
+	policy   Policy
+	authUser string
+	ehlo     bool // go-smtp asks AuthMechanisms only while answering EHLO
+
+	env *Envelope // the transaction in progress, nil between them
+}
+
+func (s *session) event(kind EventKind) Event {
+	return Event{Kind: kind, Listener: s.sc.listener, Client: s.sc.ap, Helo: s.c.Hostname(), AuthUser: s.authUser}
+}
+
+// reject logs a refused command, counts it for the tarpit, sleeps the
+// tarpit delay and returns the reply (421 and hang-up at the hard limit).
+func (s *session) reject(cmd string, e *smtp.SMTPError, detail error) error {
+	ev := s.event(EvReject)
+	ev.Command, ev.Code, ev.Text, ev.Err = cmd, e.Code, replyText(e), detail
+	s.srv.log(ev)
+	n := int(s.sc.errCount.Add(1))
+	if n >= s.s.HardErrorLimit {
+		return s.hangup(errTooManyErrs)
+	}
+	if over := n - s.s.SoftErrorLimit; over > 0 {
+		d := min(time.Duration(over)*s.s.ErrorDelay, s.s.CommandTimeout/2)
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-s.srv.ctx.Done():
+			t.Stop()
+		}
+	}
+	return e
+}
+
+// hangup makes the connection close right after e is written.
+func (s *session) hangup(e *smtp.SMTPError) error {
+	ev := s.event(EvReject)
+	ev.Command, ev.Code, ev.Text = "-", e.Code, replyText(e)
+	s.srv.log(ev)
+	s.sc.hangup.Store(true)
+	return e
+}
+
+func replyText(e *smtp.SMTPError) string {
+	return fmt.Sprintf("%d %d.%d.%d %s", e.Code, e.EnhancedCode[0], e.EnhancedCode[1], e.EnhancedCode[2], e.Message)
+}
+
+func (s *session) isTLS() bool {
+	_, ok := s.c.TLSConnectionState()
+	return ok
+}
+
+// authOffered: AUTH only over TLS or from loopback, unless the policy
+// allows plain-text passwords from this client.
+func (s *session) authOffered() bool {
+	return s.s.CheckPassword != nil &&
+		(s.isTLS() || s.sc.ap.Addr().IsLoopback() || s.policy.AllowPlainAuthUnencrypted)
+}
+
+func (s *session) AuthMechanisms() []string {
+	s.ehlo = true
+	if !s.authOffered() {
+		return nil
+	}
+	return []string{sasl.Plain, "LOGIN"}
+}
+
+func (s *session) Auth(mech string) (sasl.Server, error) {
+	if s.s.CheckPassword == nil {
+		return nil, smtp.ErrAuthUnsupported
+	}
+	if !s.authOffered() {
+		return nil, s.reject("AUTH", errAuthTLS, nil)
+	}
+	if s.srv.authFail.exhausted(s.sc.ap.Addr(), time.Now()) {
+		return nil, s.hangup(errAuthRate)
+	}
+	switch strings.ToUpper(mech) {
+	case sasl.Plain:
+		return &plainServer{check: s.checkAuth}, nil
+	case "LOGIN":
+		return &loginServer{check: s.checkAuth}, nil
+	}
+	return nil, smtp.ErrAuthUnknownMechanism
+}
+
+func (s *session) checkAuth(identity, user, pass string) error {
+	ok := (identity == "" || identity == user) && user != "" &&
+		!hasControl(user) && s.s.CheckPassword(user, pass)
+	if !ok {
+		ev := s.event(EvAuth)
+		ev.Code, ev.Text, ev.Err = errAuthFailed.Code, replyText(errAuthFailed), fmt.Errorf("smtpd: auth failed for %q", printable(user))
+		s.srv.log(ev)
+		if !s.srv.authFail.allow(s.sc.ap.Addr(), time.Now()) {
+			return s.hangup(errAuthRate)
+		}
+		return s.reject("AUTH", errAuthFailed, nil)
+	}
+	s.authUser = user
+	s.policy = s.s.PolicyFor(s.sc.ap.Addr(), user)
+	s.srv.log(s.event(EvAuth))
+	return nil
+}
+
+func (s *session) maxSize() int64 {
+	if m := s.policy.MaxMessageSize; m > 0 && m < s.s.MaxMessageSize {
+		return m
+	}
+	return s.s.MaxMessageSize
+}
+
+func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+	if s.sc.drain.Load() {
+		return s.hangup(errShutdown)
+	}
+	if s.authUser == "" && (s.policy.RequireAuth || s.sc.mode != Plain) {
+		return s.reject("MAIL", errAuthRequired, nil)
+	}
+	if e := checkSender(from); e != nil {
+		return s.reject("MAIL", e, nil)
+	}
+	if !opts.UTF8 && !isASCII(from) {
+		return s.reject("MAIL", errNeedUTF8, nil)
+	}
+	if opts.Size > s.maxSize() {
+		return s.reject("MAIL", &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4}, Message: "Message size exceeds fixed limit"}, nil)
+	}
+	s.env = &Envelope{
+		From:     from,
+		Ret:      string(opts.Return),
+		EnvID:    opts.EnvelopeID,
+		SMTPUTF8: opts.UTF8,
+		Body:     string(opts.Body),
+	}
+	s.sc.busy.Store(true)
+	return nil
+}
+
+func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+	if s.env == nil {
+		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Error: need MAIL command"}
+	}
+	max := s.policy.MaxRcpts
+	if max <= 0 {
+		max = defaultMaxRcpts
+	}
+	if len(s.env.Rcpts) >= max {
+		// Not a client error: a bulk sender splits and retries.
+		ev := s.event(EvReject)
+		ev.Command, ev.Code, ev.Text = "RCPT", errTooManyRcpts.Code, replyText(errTooManyRcpts)
+		s.srv.log(ev)
+		return errTooManyRcpts
+	}
+	if !s.env.SMTPUTF8 && !isASCII(to) {
+		return s.reject("RCPT", errNeedUTF8, nil)
+	}
+	trusted := s.policy.Relay || s.authUser != ""
+	if e := checkRcpt(to, trusted, s.s.LocalDomain); e != nil {
+		return s.reject("RCPT", e, fmt.Errorf("smtpd: rcpt <%s> from <%s>", printable(to), printable(s.env.From)))
+	}
+	r := Rcpt{Addr: to}
+	if opts.OriginalRecipient != "" {
+		r.ORCPT = string(opts.OriginalRecipientType) + ";" + opts.OriginalRecipient
+	}
+	for _, n := range opts.Notify {
+		switch n {
+		case smtp.DSNNotifyNever:
+			r.Notify |= NotifyNever
+		case smtp.DSNNotifySuccess:
+			r.Notify |= NotifySuccess
+		case smtp.DSNNotifyFailure:
+			r.Notify |= NotifyFailure
+		case smtp.DSNNotifyDelayed:
+			r.Notify |= NotifyDelay
+		}
+	}
+	s.env.Rcpts = append(s.env.Rcpts, r)
+	return nil
+}
+
+// deadlineReader pushes the read deadline forward before every read, so
+// DataTimeout bounds each wait for content, not the whole transfer.
+type deadlineReader struct {
+	r  io.Reader
+	sc *sconn
+	d  time.Duration
+}
+
+func (d deadlineReader) Read(b []byte) (int, error) {
+	d.sc.setDataDeadline(d.d)
+	return d.r.Read(b)
+}
+
+func (s *session) Data(r io.Reader) error {
+	env := s.env
+	if env == nil || len(env.Rcpts) == 0 {
+		io.Copy(io.Discard, r)
+		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Error: need RCPT command"}
+	}
+	content, err := readContent(deadlineReader{r, s.sc, s.s.DataTimeout}, s.maxSize(), s.policy.NormalizeBareNewlines)
+	if err != nil {
+		var se *smtp.SMTPError
+		if !errors.As(err, &se) {
+			se = errDataRead
+		}
+		if se.Code == 421 || se == errDataRead || se == errLineTooLong {
+			// The connection is gone or about to be: no tarpit.
+			ev := s.event(EvReject)
+			ev.Command, ev.Code, ev.Text = "DATA", se.Code, replyText(se)
+			s.srv.log(ev)
+			return se
+		}
+		return s.reject("DATA", se, nil)
+	}
+	h := scanHeader(content)
+	if h.received > s.s.MaxReceived {
+		return s.reject("DATA", errTooManyHops, fmt.Errorf("smtpd: %d Received headers from <%s>", h.received, printable(env.From)))
+	}
+
+	now := time.Now()
+	env.ID = qid.New(now)
+	env.Received = now
+	env.ClientIP = s.sc.ap.Addr()
+	env.ClientName = s.sc.name
+	env.Helo = s.c.Hostname()
+	env.AuthUser = s.authUser
+	env.Source = s.sc.listener
+	env.VMTA = s.policy.DefaultVMTA
+	env.Proto = s.proto()
+	if st, ok := s.c.TLSConnectionState(); ok {
+		env.TLS = &st
+	}
+
+	var recv, msgID, date string
+	if s.policy.AddReceived {
+		ri := receivedInfo{
+			Helo: env.Helo, ClientName: env.ClientName, IP: env.ClientIP,
+			Host: s.s.Hostname, Proto: env.Proto, ID: env.ID, TLS: env.TLS, Time: now,
+		}
+		if len(env.Rcpts) == 1 {
+			ri.Rcpt = env.Rcpts[0].Addr
+		}
+		recv = received(ri)
+	}
+	if s.policy.AddMessageID && !h.messageID {
+		msgID = "Message-ID: <" + now.UTC().Format("20060102150405") + "." + env.ID + "@" + s.s.Hostname + ">\r\n"
+	}
+	if s.policy.AddDate && !h.date {
+		date = "Date: " + rfc5322Date(now) + "\r\n"
+	}
+	content = assemble(content, h, recv, msgID, date)
+
+	if err := s.srv.q.Enqueue(s.srv.ctx, env, content); err != nil {
+		e := errQueueWrite
+		if errors.Is(err, ErrQueueFull) {
+			e = errQueueFull
+		}
+		ev := s.event(EvError)
+		ev.Command, ev.Code, ev.Text, ev.QueueID, ev.Err = "DATA", e.Code, replyText(e), env.ID, fmt.Errorf("smtpd: enqueue %s: %w", env.ID, err)
+		s.srv.log(ev)
+		return e
+	}
+	s.sc.errCount.Store(0)
+	ev := s.event(EvQueued)
+	ev.QueueID = env.ID
+	s.srv.log(ev)
+	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + env.ID}
+}
+
+// proto is the "with" word of the Received header (RFC 3848).
+func (s *session) proto() string {
+	if !s.ehlo {
+		return "SMTP"
+	}
+	p := "ESMTP"
+	if s.isTLS() {
+		p += "S"
+	}
+	if s.authUser != "" {
+		p += "A"
+	}
+	return p
+}
+
+func (s *session) Reset() {
+	s.env = nil
+	s.sc.busy.Store(false)
+}
+
+func (s *session) Logout() error {
+	s.env = nil
+	s.sc.busy.Store(false)
+	return nil
+}
