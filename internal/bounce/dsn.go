@@ -88,7 +88,7 @@ func Build(r *Report, now time.Time, messageID string) ([]byte, error) {
 		if !ValidStatus(rc.Status) {
 			return nil, fmt.Errorf("bounce: build DSN: recipient %d: bad status %q", i, rc.Status)
 		}
-		if clean(rc.Final, true) == "" {
+		if _, a := splitAddr(clean(rc.Final, true)); a == "" {
 			return nil, fmt.Errorf("bounce: build DSN: recipient %d: no address", i)
 		}
 	}
@@ -100,7 +100,7 @@ func Build(r *Report, now time.Time, messageID string) ([]byte, error) {
 	if to == "" {
 		return nil, errors.New("bounce: build DSN: no sender and no postmaster to send to")
 	}
-	if messageID = strings.Trim(clean(messageID, false), "<>"); messageID == "" {
+	if messageID = strings.ReplaceAll(strings.Trim(clean(messageID, false), "<>"), " ", ""); messageID == "" {
 		messageID = now.UTC().Format("20060102150405") + "." + bchars(r.QueueID) + "@" + host
 	}
 
@@ -241,7 +241,7 @@ func humanText(r *Report, kind, host string, now time.Time, global bool) string 
 		default:
 			line += ": " + StatusText(rc.Status)
 		}
-		t.WriteString("\r\n" + line + "\r\n")
+		t.WriteString("\r\n" + wrap(line) + "\r\n")
 	}
 	return strings.TrimSuffix(t.String(), "\r\n")
 }
@@ -399,6 +399,30 @@ func fold(name, v string) string {
 	return b.String()
 }
 
+// wrap breaks a line of the human-readable part at spaces near 78
+// columns, indenting continuations as Postfix does.
+func wrap(line string) string {
+	if len(line) <= 78 {
+		return line
+	}
+	var b strings.Builder
+	col := 0
+	for i, w := range strings.Split(line, " ") {
+		if i > 0 {
+			if col+1+len(w) > 78 {
+				b.WriteString("\r\n    ")
+				col = 4
+			} else {
+				b.WriteByte(' ')
+				col++
+			}
+		}
+		b.WriteString(w)
+		col += len(w)
+	}
+	return b.String()
+}
+
 // splitType splits "type; value" (RFC 3464 address-type, diagnostic-type,
 // mta-name-type) when s starts with an atom and a semicolon.
 func splitType(s string) (typ, value string) {
@@ -447,6 +471,9 @@ func addrSpec(s string) string {
 func utf8XText(s string) string {
 	var b strings.Builder
 	for _, c := range s {
+		if b.Len() > maxField-12 {
+			break // keep the field within maxField like any other
+		}
 		if c > 0x20 && c < 0x7f && c != '+' && c != '=' && c != '\\' {
 			b.WriteRune(c)
 		} else {

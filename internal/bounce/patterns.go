@@ -53,20 +53,21 @@ var defaultPatterns = compilePatterns([][2]string{
 		`account (has been |is )?(closed|expired|locked|blocked)`, "inactive-mailbox"},
 	{`(?i)relay(ing)? (access )?(denied|not permitted|prohibited)|(not permitted|unable|not allowed) to relay|` +
 		`we do not relay`, "relaying-issues"},
-	{`^[45]\.1\.(2|10);|^[45]\.3\.2;|(?i)domain (name )?(not found|does not exist|doesn't exist|unknown)|` +
+	{`^[45]\.1\.2;|^5\.3\.2;|(?i)domain (name )?(not found|does not exist|doesn't exist|unknown)|` +
 		`(host|domain) or domain name not found|unknown domain|no such domain|no mx|null mx|nxdomain|` +
 		`name service error|does not accept mail`, "bad-domain"},
-	{`^[45]\.1\.[013456];|(?i)user unknown|unknown (user|recipient|local part|address)|no such (user|mailbox|recipient|address)|` +
+	{`^[45]\.1\.[01346];|(?i)user unknown|unknown (user|recipient|local part|address)|no such (user|mailbox|recipient|address)|` +
 		`does not exist|doesn't exist|mailbox (unavailable|not found|does not exist)|no mailbox|` +
 		`recipient (address )?(not found|unknown|rejected|invalid)|invalid (recipient|mailbox|address)|` +
 		`RecipientNotFound|unrouteable address|not our customer|doesn't have an? [^ ]+ account|user not found`, "bad-mailbox"},
-	{`^[45]\.7\.[0-9]+;|(?i)policy|blocked|denied|not allowed|prohibited|refused|rejected`, "policy-related"},
-	{`^[45]\.(6\.[0-9]+|3\.4|2\.3);|(?i)message (size|too (big|large))|size (limit|exceeds)|content|attachment|line too long`, "content-related"},
-	{`^[45]\.5\.[0-9]+;|(?i)syntax|protocol|command|pipelining`, "protocol-errors"},
 	{`^[45]\.4\.1;|(?i)connection (timed out|refused)|timed? ?out|no answer|unreachable|no route to host`, "no-answer-from-host"},
 	{`^[45]\.4\.2;|(?i)connection (reset|dropped|lost|closed)|lost connection|broken pipe|\btls\b|\bssl\b|handshake`, "bad-connection"},
+	{`(?i)message (size|too (big|large))|size (limit|exceeds)|\bcontent\b|attachment|line too long`, "content-related"},
+	{`^[45]\.7\.[0-9]+;|(?i)policy|blocked|denied|not allowed|prohibit|refused|rejected`, "policy-related"},
+	{`^[45]\.(6\.[0-9]+|3\.4|2\.3);`, "content-related"},
+	{`^[45]\.5\.[0-9]+;|(?i)syntax|protocol|command|pipelining`, "protocol-errors"},
 	{`^[45]\.4\.[03456];|(?i)loops? back|routing loop|unable to route|mail loop`, "routing-errors"},
-	{`^[45]\.3\.[035];|(?i)misconfigur|configuration error`, "bad-configuration"},
+	{`^[45]\.3\.5;|(?i)misconfigur|configuration error`, "bad-configuration"},
 })
 
 func compilePatterns(src [][2]string) []Pattern {
