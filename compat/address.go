@@ -65,6 +65,8 @@ func ParseAddressList(s string) []string {
 		case inAngle:
 			if c == '>' {
 				inAngle = false
+			} else if c == '<' {
+				angle.Reset() // "<<a>": the innermost bracket wins
 			} else if c != ' ' && c != '\t' && c != '\r' && c != '\n' {
 				angle.WriteByte(c)
 			}
