@@ -137,7 +137,7 @@ func (c *Config) Source(ip netip.Addr, authUser string) *Block {
 		}
 	}
 	for _, b := range c.cidrs {
-		if b.prefix.Bits() == 0 && b.catchAll || b.prefix.Contains(ip) {
+		if b.catchAll || b.prefix.Contains(ip) {
 			v.layers = append(v.layers, b)
 			break
 		}

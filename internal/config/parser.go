@@ -24,6 +24,8 @@ type parser struct {
 	// bad records directives whose value was refused, so that checks of
 	// the whole config do not report them a second time as missing.
 	bad map[*Block]map[string]bool
+	// fileRank orders files as first read, for sorting errors.
+	fileRank map[string]int
 }
 
 func (p *parser) markBad(b *Block, name string) {
@@ -44,16 +46,17 @@ func parse(name string, src []byte, read func(string) ([]byte, error), hostname 
 			byName:     map[string]*Block{},
 			userByName: map[string]*Block{},
 		},
-		read:    read,
-		macros:  map[string][]string{},
-		stack:   []*Block{g},
-		srcSeen: map[string]*Block{},
-		bad:     map[*Block]map[string]bool{},
+		read:     read,
+		macros:   map[string][]string{},
+		stack:    []*Block{g},
+		srcSeen:  map[string]*Block{},
+		bad:      map[*Block]map[string]bool{},
+		fileRank: map[string]int{},
 	}
 	p.file(name, src)
 	p.finish(hostname)
 	if len(p.errs) > 0 {
-		sortErrors(p.errs)
+		sortErrors(p.errs, p.fileRank)
 		return nil, p.errs
 	}
 	return p.cfg, nil
@@ -73,6 +76,9 @@ func (p *parser) file(name string, src []byte) {
 		abs = name
 	}
 	p.includes = append(p.includes, abs)
+	if _, ok := p.fileRank[name]; !ok {
+		p.fileRank[name] = len(p.fileRank)
+	}
 	defer func() { p.includes = p.includes[:len(p.includes)-1] }()
 	depth, skip := len(p.stack), p.skip
 
@@ -134,8 +140,9 @@ func (p *parser) line(file string, n int, raw string) {
 
 func (p *parser) closeBlock(file string, n int, s string) {
 	if !strings.HasSuffix(s, ">") {
+		// Report it, then read it as meant so one slip is one error.
 		p.errorf(file, n, "%q: a block end needs a closing >", s)
-		return
+		s += ">"
 	}
 	kind := strings.TrimSpace(s[2 : len(s)-1])
 	if len(p.stack) == 1 {
@@ -160,8 +167,7 @@ func (p *parser) closeBlock(file string, n int, s string) {
 func (p *parser) openBlock(file string, n int, s string) {
 	if !strings.HasSuffix(s, ">") {
 		p.errorf(file, n, "%q: a block start needs a closing >", s)
-		p.skip = 1
-		return
+		s += ">"
 	}
 	kind, arg, _ := strings.Cut(strings.TrimSpace(s[1:len(s)-1]), " ")
 	arg = unquote(strings.TrimSpace(arg))
@@ -660,16 +666,10 @@ func uniqueBlocks(m map[string]*Block) []*Block {
 	return out
 }
 
-// sortErrors orders errors by file (in the order files were first
-// mentioned) and line, so checks of the whole config that run after parsing
-// appear where they belong.
-func sortErrors(es Errors) {
-	rank := map[string]int{}
-	for _, e := range es {
-		if _, ok := rank[e.File]; !ok {
-			rank[e.File] = len(rank)
-		}
-	}
+// sortErrors orders errors by file (in the order files were first read)
+// and line, so checks of the whole config that run after parsing appear
+// where they belong.
+func sortErrors(es Errors, rank map[string]int) {
 	slices.SortStableFunc(es, func(a, b *Error) int {
 		if a.File != b.File {
 			return rank[a.File] - rank[b.File]

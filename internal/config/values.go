@@ -291,8 +291,12 @@ func parseDuration(s string) (time.Duration, error) {
 		default:
 			return 0, fmt.Errorf("%q is not a duration (e.g. 30s, 10m, 4d12h)", s)
 		}
+		const maxDuration = 10 * 365 * 24 * time.Hour
+		if time.Duration(n) > maxDuration/unit {
+			return 0, fmt.Errorf("duration %q is too long", s)
+		}
 		total += time.Duration(n) * unit
-		if total > 10*365*24*time.Hour {
+		if total > maxDuration {
 			return 0, fmt.Errorf("duration %q is too long", s)
 		}
 		rest = rest[i+1:]
@@ -500,6 +504,9 @@ func parseSourceArg(arg string) (netip.Prefix, bool, error) {
 		return netip.Prefix{}, false, fmt.Errorf("<source %s>: not a CIDR: %v", arg, err)
 	}
 	if p.Addr().Is4In6() {
+		if p.Bits() < 96 {
+			return netip.Prefix{}, false, fmt.Errorf("<source %s>: an IPv4-mapped CIDR needs at least /96", arg)
+		}
 		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
 	}
 	return p.Masked(), false, nil
