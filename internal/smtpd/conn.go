@@ -31,6 +31,11 @@ type sconn struct {
 	drain  atomic.Bool // shutting down: refuse further commands when not busy
 	hangup atomic.Bool // close right after the next write (a 421 reply)
 
+	// dataTimeout, while content is arriving, is the deadline pushed
+	// forward before every network read: a slow but steady sender is not
+	// cut off, a stalled one is.
+	dataTimeout atomic.Int64
+
 	closeOnce sync.Once
 }
 
@@ -46,6 +51,9 @@ func connState(c net.Conn) *sconn {
 func (c *sconn) Read(b []byte) (int, error) {
 	if c.drain.Load() && !c.busy.Load() {
 		return 0, os.ErrDeadlineExceeded
+	}
+	if d := c.dataTimeout.Load(); d > 0 {
+		c.Conn.SetReadDeadline(time.Now().Add(time.Duration(d)))
 	}
 	return c.Conn.Read(b)
 }
@@ -92,7 +100,7 @@ func (c *sconn) startDrain() {
 	}
 }
 
-// setDataDeadline pushes the read deadline out while content arrives.
-func (c *sconn) setDataDeadline(d time.Duration) {
-	c.Conn.SetReadDeadline(time.Now().Add(d))
+// dataMode turns the per-read content deadline on (d > 0) or off.
+func (c *sconn) dataMode(d time.Duration) {
+	c.dataTimeout.Store(int64(d))
 }

@@ -240,26 +240,15 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	return nil
 }
 
-// deadlineReader pushes the read deadline forward before every read, so
-// DataTimeout bounds each wait for content, not the whole transfer.
-type deadlineReader struct {
-	r  io.Reader
-	sc *sconn
-	d  time.Duration
-}
-
-func (d deadlineReader) Read(b []byte) (int, error) {
-	d.sc.setDataDeadline(d.d)
-	return d.r.Read(b)
-}
-
 func (s *session) Data(r io.Reader) error {
 	env := s.env
 	if env == nil || len(env.Rcpts) == 0 {
 		io.Copy(io.Discard, r)
 		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Error: need RCPT command"}
 	}
-	content, err := readContent(deadlineReader{r, s.sc, s.s.DataTimeout}, s.maxSize(), s.policy.NormalizeBareNewlines)
+	s.sc.dataMode(s.s.DataTimeout)
+	content, err := readContent(r, s.maxSize(), s.policy.NormalizeBareNewlines)
+	s.sc.dataMode(0)
 	if err != nil {
 		var se *smtp.SMTPError
 		if !errors.As(err, &se) {
