@@ -578,12 +578,12 @@ func (s *Session) messageTo(f *filter, hdr []HeaderField, body io.Reader) (Decis
 		if h.Hidden {
 			continue
 		}
-		d := f.event(event{cmd: cmdHeader, noFlag: pNoHdrs, nrFlag: pNRHdr, stage: StageEOH, macros: true, data: f.headerData(h)}, s.lookup, nil)
+		d := f.event(event{cmd: cmdHeader, noFlag: pNoHdrs, nrFlag: pNRHdr, stage: StageEOH, macros: true, content: true, data: f.headerData(h)}, s.lookup, nil)
 		if d.Verdict != Continue || f.state != fsEnvelope {
 			return d, nil, nil
 		}
 	}
-	d := f.event(event{cmd: cmdEOH, noFlag: pNoEOH, nrFlag: pNREOH, stage: StageEOH, macros: true}, s.lookup, nil)
+	d := f.event(event{cmd: cmdEOH, noFlag: pNoEOH, nrFlag: pNREOH, stage: StageEOH, macros: true, content: true}, s.lookup, nil)
 	if d.Verdict != Continue || f.state != fsEnvelope {
 		return d, nil, nil
 	}

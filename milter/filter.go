@@ -245,7 +245,10 @@ type event struct {
 	nrFlag uint32 // SMFIP_NR_* for this event
 	stage  Stage
 	macros bool // send this stage's macros
-	data   []byte
+	// content events (header, eoh, body) get no macros when the milter
+	// opted out of them; envelope events get them regardless, as in Postfix.
+	content bool
+	data    []byte
 }
 
 func (f *filter) event(ev event, lookup func(string) (string, bool), ed *edits) Decision {
@@ -260,6 +263,9 @@ func (f *filter) event(ev event, lookup func(string) (string, bool), ed *edits) 
 			return Decision{}
 		}
 		f.skipEvent = 0
+	}
+	if ev.noFlag&f.events != 0 && ev.content {
+		return Decision{}
 	}
 	if ev.macros {
 		f.queueMacros(ev.cmd, ev.stage, lookup)
@@ -449,7 +455,7 @@ func (f *filter) sendBody(body io.Reader, lookup func(string) (string, bool)) (D
 	for {
 		n, rerr := io.ReadFull(body, buf)
 		if n > 0 {
-			d := f.event(event{cmd: cmdBody, noFlag: pNoBody, nrFlag: pNRBody, stage: StageEOM, macros: true, data: buf[:n]}, lookup, nil)
+			d := f.event(event{cmd: cmdBody, noFlag: pNoBody, nrFlag: pNRBody, stage: StageEOM, macros: true, content: true, data: buf[:n]}, lookup, nil)
 			if d.Verdict != Continue || f.state != fsEnvelope {
 				return d, nil
 			}

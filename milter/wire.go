@@ -337,6 +337,7 @@ func parseSMTPReply(s string) (Decision, error) {
 		return d, fmt.Errorf("%w: empty reply text", errProtocol)
 	}
 	lines := strings.Split(s, "\r\n")
+	first := lines[0]
 	for i, ln := range lines {
 		final := i == len(lines)-1
 		if strings.ContainsAny(ln, "\r\n") {
@@ -352,7 +353,7 @@ func parseSMTPReply(s string) (Decision, error) {
 		}
 		if i == 0 {
 			d.Code = int(ln[0]-'0')*100 + int(ln[1]-'0')*10 + int(ln[2]-'0')
-		} else if ln[:3] != lines[0][:3] {
+		} else if ln[:3] != first[:3] {
 			return d, fmt.Errorf("%w: mixed reply codes in %q", errProtocol, s)
 		}
 		lines[i] = unpercent(ln[4:])
