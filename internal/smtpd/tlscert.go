@@ -19,6 +19,7 @@ type certReloader struct {
 	mu      sync.Mutex
 	cert    *tls.Certificate
 	stamp   [2]fileStamp
+	failed  [2]fileStamp // files that did not load; not retried until they change
 	lastErr string
 }
 
@@ -64,8 +65,10 @@ func (cr *certReloader) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	cr.mu.Lock()
 	defer cr.mu.Unlock()
 	st, err := cr.stat()
-	if err == nil && st != cr.stamp {
-		err = cr.load(st)
+	if err == nil && st != cr.stamp && st != cr.failed {
+		if err = cr.load(st); err != nil {
+			cr.failed = st
+		}
 	}
 	if err != nil {
 		// Log each distinct failure once, keep serving the old pair.
