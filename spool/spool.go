@@ -1,12 +1,71 @@
 package spool
 
 import (
+	"errors"
+	"fmt"
 	"io"
+	"os"
+	"sort"
+	"sync"
 	"time"
+
+	"github.com/sluicemta/sluice/internal/qid"
 )
 
 // Spool is an open spool directory. All methods are safe for concurrent use.
-type Spool struct{}
+type Spool struct {
+	dir  string
+	opt  Options
+	fs   FS
+	lock io.Closer
+	logf func(format string, args ...any)
+
+	// mu guards the index, the segment table and the graveyard.
+	mu         sync.Mutex
+	x          *index
+	segs       map[uint32]*segment
+	seqs       []uint32 // sorted keys of segs
+	grave      map[[idLen]byte]graveEnt
+	nextSeq    uint32
+	recovering bool
+	compactQ   []uint32
+	scratch    rec
+
+	recovered chan struct{}
+	wake      chan struct{}
+	compactCh chan struct{}
+
+	// The commit queue.
+	qmu     sync.Mutex
+	pending []*request
+	qch     chan struct{}
+	closed  bool
+
+	// Owned by the committer goroutine.
+	active     *segment
+	woff       int64
+	spare      *segment // guarded by spareMu
+	spareMu    sync.Mutex
+	spareCh    chan struct{}
+	abandonSeq uint32
+	abandonLen int64
+	batchBuf   []byte
+	stats      commitStats
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+// graveEnt remembers, for a finished message, which segments may still
+// hold its content record, so its tombstone is carried while they exist.
+type graveEnt struct{ first, last uint32 }
+
+type commitStats struct {
+	mu      sync.Mutex
+	fsyncs  int
+	batches int
+	hist    [12]int // batch sizes in requests: 1, 2-3, 4-7, ... (powers of two)
+}
 
 type opKind uint8
 
@@ -27,107 +86,576 @@ type op struct {
 	reserve bool
 }
 
+type request struct {
+	buf     []byte
+	reserve bool                                     // may use the reserve
+	build   func(s *Spool, b []byte) ([]byte, error) // encoded by the committer (compaction)
+	done    chan error
+}
+
 // Open opens (creating if needed) the spool in dir and takes its lock; a
 // second Open of the same dir by another process fails with ErrLocked.
 // It returns as soon as new appends can be accepted; the index of old
 // segments keeps loading in the background until Recovered is closed.
-func Open(dir string, opt Options) (*Spool, error) { panic("TODO") }
+func Open(dir string, opt Options) (*Spool, error) {
+	if opt.SegmentSize == 0 {
+		opt.SegmentSize = defaultSize
+	}
+	if opt.SegmentSize < 4096 || opt.SegmentSize > 1<<32-1 {
+		return nil, fmt.Errorf("spool: segment size %d out of range", opt.SegmentSize)
+	}
+	if opt.Reserve == 0 {
+		opt.Reserve = 2 * opt.SegmentSize
+	}
+	if opt.FS == nil {
+		opt.FS = OSFS{}
+	}
+	s := &Spool{
+		dir:        dir,
+		opt:        opt,
+		fs:         opt.FS,
+		logf:       opt.Logf,
+		segs:       make(map[uint32]*segment),
+		grave:      make(map[[idLen]byte]graveEnt),
+		recovering: true,
+		recovered:  make(chan struct{}),
+		wake:       make(chan struct{}, 1),
+		compactCh:  make(chan struct{}, 1),
+		qch:        make(chan struct{}, 1),
+		spareCh:    make(chan struct{}, 1),
+		stop:       make(chan struct{}),
+		x:          newIndex(time.Now().UnixNano()),
+	}
+	if s.logf == nil {
+		s.logf = func(string, ...any) {}
+	}
+	if err := s.fs.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("spool: create %s: %w", dir, err)
+	}
+	lock, err := s.fs.Lock(dir)
+	if err != nil {
+		if errors.Is(err, ErrLocked) {
+			return nil, fmt.Errorf("spool: %s: %w", dir, ErrLocked)
+		}
+		return nil, fmt.Errorf("spool: lock %s: %w", dir, err)
+	}
+	s.lock = lock
+	names, err := s.fs.ReadDir(dir)
+	if err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("spool: read %s: %w", dir, err)
+	}
+	var old []uint32
+	for _, n := range names {
+		if seq, ok := parseSegName(n); ok {
+			old = append(old, seq)
+			if seq >= s.nextSeq {
+				s.nextSeq = seq + 1
+			}
+		}
+	}
+	sort.Slice(old, func(i, j int) bool { return old[i] < old[j] })
+	if s.nextSeq == 0 {
+		s.nextSeq = 1
+	}
+	// The first active segment is made before returning so that Submit
+	// works at once; old segments are read in the background.
+	if err := s.roll(); err != nil {
+		lock.Close()
+		return nil, err
+	}
+	s.wg.Add(4)
+	go s.preparer()
+	go s.committer()
+	go s.recover(old)
+	go s.compactor()
+	return s, nil
+}
 
 // Recovered is closed when the index holds every message of the old segments.
-func (s *Spool) Recovered() <-chan struct{} { panic("TODO") }
+func (s *Spool) Recovered() <-chan struct{} { return s.recovered }
 
 // Close stops the committer (pending appends finish first), unmaps and
 // releases the lock.
-func (s *Spool) Close() error { panic("TODO") }
+func (s *Spool) Close() error {
+	s.qmu.Lock()
+	if s.closed {
+		s.qmu.Unlock()
+		return ErrClosed
+	}
+	s.closed = true
+	s.qmu.Unlock()
+	close(s.stop)
+	s.signal()
+	s.wg.Wait()
+	s.mu.Lock()
+	var errs []error
+	for _, g := range s.segs {
+		if g.data != nil {
+			if err := g.f.Unmap(g.data); err != nil {
+				errs = append(errs, err)
+			}
+			g.data = nil
+		}
+		if err := g.f.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	s.spareMu.Lock()
+	defer s.spareMu.Unlock()
+	if s.spare != nil {
+		s.spare.f.Unmap(s.spare.data)
+		s.spare.f.Close()
+		s.fs.Remove(s.spare.path)
+		s.spare = nil
+	}
+	s.mu.Unlock()
+	if err := s.lock.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("spool: close: %w", err)
+	}
+	return nil
+}
+
+func (s *Spool) signal() {
+	select {
+	case s.qch <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Spool) notify() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// enqueue hands r to the committer and waits for the batch holding it.
+func (s *Spool) enqueue(r *request) error {
+	r.done = make(chan error, 1)
+	s.qmu.Lock()
+	if s.closed {
+		s.qmu.Unlock()
+		return ErrClosed
+	}
+	s.pending = append(s.pending, r)
+	s.qmu.Unlock()
+	s.signal()
+	return <-r.done
+}
+
+func parseID(id string) ([idLen]byte, error) {
+	var b [idLen]byte
+	if err := qid.Check(id); err != nil {
+		return b, fmt.Errorf("spool: %w", err)
+	}
+	copy(b[:], id)
+	return b, nil
+}
+
+func (s *Spool) checkMessage(m *Message) ([idLen]byte, error) {
+	id, err := parseID(m.ID)
+	if err != nil {
+		return id, err
+	}
+	if len(m.Recipients) == 0 {
+		return id, fmt.Errorf("spool: message %s: no recipients", m.ID)
+	}
+	if len(m.Recipients) > maxRcpts {
+		return id, fmt.Errorf("spool: message %s: %d recipients, at most %d", m.ID, len(m.Recipients), maxRcpts)
+	}
+	return id, nil
+}
 
 // Submit appends a new message and returns when it is durable. All its
 // recipients are due at once. It fails with ErrNoSpace when only the
 // reserve is left.
-func (s *Spool) Submit(m *Message) error { panic("TODO") }
+func (s *Spool) Submit(m *Message) error {
+	var b Batch
+	b.Submit(m, false)
+	return s.Commit(&b)
+}
 
 // Commit appends every op of b in one durable batch: all or none.
-func (s *Spool) Commit(b *Batch) error { panic("TODO") }
+func (s *Spool) Commit(b *Batch) error {
+	r := &request{reserve: true}
+	if err := s.encode(b, r); err != nil {
+		return err
+	}
+	if len(r.buf) == 0 {
+		return nil
+	}
+	return s.enqueue(r)
+}
+
+// encode turns b's ops into frames, reading the index for the attempt
+// counts; ops on messages the spool no longer holds are dropped.
+func (s *Spool) encode(b *Batch, r *request) error {
+	type key struct {
+		m    int32
+		rcpt int
+	}
+	var local map[key]uint32 // attempts already counted earlier in this batch
+	for _, o := range b.ops {
+		if o.kind == opSubmit {
+			id, err := s.checkMessage(o.msg)
+			if err != nil {
+				return err
+			}
+			if !o.reserve {
+				r.reserve = false
+			}
+			s.mu.Lock()
+			_, dup := s.x.ids[id]
+			s.mu.Unlock()
+			if dup {
+				return fmt.Errorf("spool: message %s already queued", o.msg.ID)
+			}
+			r.buf = appendMessage(r.buf, kMessage, id, o.msg, false, nil, o.msg.Content)
+			if int64(len(r.buf)) > s.opt.SegmentSize-headerSize {
+				return fmt.Errorf("spool: message %s: %d bytes do not fit a %d-byte segment", o.msg.ID, len(o.msg.Content), s.opt.SegmentSize)
+			}
+			continue
+		}
+		id, err := parseID(o.id)
+		if err != nil {
+			return err
+		}
+		s.mu.Lock()
+		mi, ok := s.lookup(id)
+		if !ok {
+			s.mu.Unlock()
+			continue
+		}
+		m := &s.x.m[mi]
+		if o.rcpt < 0 || o.rcpt >= int(m.nrcpt) {
+			s.mu.Unlock()
+			return fmt.Errorf("spool: message %s has no recipient %d", o.id, o.rcpt)
+		}
+		rc := &s.x.r[m.rcpt0+int32(o.rcpt)]
+		attempts, attempted := rc.attempts, rc.flags&rAttempted != 0
+		if Status(rc.status).Finished() {
+			s.mu.Unlock()
+			continue
+		}
+		s.mu.Unlock()
+		k := key{mi, o.rcpt}
+		if a, ok := local[k]; ok {
+			attempts, attempted = a, true
+		}
+		switch o.kind {
+		case opAttempt:
+			attempts++
+			r.buf = appendAttempt(r.buf, id, o.rcpt, int(attempts), o.next.UnixNano())
+			if local == nil {
+				local = make(map[key]uint32)
+			}
+			local[k] = attempts
+		case opOutcome:
+			if !attempted {
+				attempts++
+			}
+			var next int64
+			if o.status == Deferred {
+				next = o.next.UnixNano()
+			}
+			r.buf = appendOutcome(r.buf, id, o.rcpt, o.status, int(attempts), next, o.reason)
+		}
+	}
+	return nil
+}
+
+// lookup finds a live message, waiting for recovery when it may still be
+// in an old segment. Called with s.mu held; may release it meanwhile.
+func (s *Spool) lookup(id [idLen]byte) (int32, bool) {
+	for {
+		if mi, ok := s.x.ids[id]; ok {
+			return mi, true
+		}
+		if !s.recovering {
+			return 0, false
+		}
+		s.mu.Unlock()
+		<-s.recovered
+		s.mu.Lock()
+	}
+}
+
+// simple commits a one-record change to message id.
+func (s *Spool) simple(id string, build func(b []byte, bid [idLen]byte, mi int32) []byte) error {
+	bid, err := parseID(id)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	mi, ok := s.lookup(bid)
+	if !ok {
+		s.mu.Unlock()
+		return fmt.Errorf("spool: %s: %w", id, ErrNotFound)
+	}
+	buf := build(nil, bid, mi)
+	s.mu.Unlock()
+	return s.enqueue(&request{buf: buf, reserve: true})
+}
 
 // Hold keeps a message from being handed out by PopDue until Release.
-func (s *Spool) Hold(id string) error { panic("TODO") }
+func (s *Spool) Hold(id string) error {
+	return s.simple(id, func(b []byte, bid [idLen]byte, _ int32) []byte { return appendSimple(b, kHold, bid) })
+}
 
 // Release undoes Hold; the message's recipients are due at once.
-func (s *Spool) Release(id string) error { panic("TODO") }
+func (s *Spool) Release(id string) error {
+	return s.simple(id, func(b []byte, bid [idLen]byte, _ int32) []byte { return appendSimple(b, kRelease, bid) })
+}
 
 // Delete removes a message without any DSN (postsuper -d).
-func (s *Spool) Delete(id string) error { panic("TODO") }
+func (s *Spool) Delete(id string) error {
+	return s.simple(id, func(b []byte, bid [idLen]byte, mi int32) []byte {
+		m := &s.x.m[mi]
+		return appendDone(b, bid, m.first, m.seg)
+	})
+}
+
+// deleteWhere deletes, in batches, every live message pick accepts.
+func (s *Spool) deleteWhere(pick func(mi int32) bool) (int, error) {
+	<-s.recovered
+	s.mu.Lock()
+	var buf []byte
+	n := 0
+	for mi := range s.x.m {
+		m := &s.x.m[mi]
+		if m.flags&mUsed != 0 && pick(int32(mi)) {
+			buf = appendDone(buf, m.id, m.first, m.seg)
+			n++
+		}
+	}
+	s.mu.Unlock()
+	// Split so that no batch outgrows a segment.
+	limit := int(s.opt.SegmentSize / 4)
+	for len(buf) > 0 {
+		cut := len(buf)
+		if cut > limit {
+			cut = 0
+			for cut < limit {
+				_, fl, err := frame(buf[cut:])
+				if err != nil || fl == 0 {
+					break
+				}
+				cut += fl
+			}
+		}
+		if err := s.enqueue(&request{buf: buf[:cut], reserve: true}); err != nil {
+			return 0, err
+		}
+		buf = buf[cut:]
+	}
+	return n, nil
+}
 
 // DeleteQueue deletes every message with an unfinished recipient in key's
 // queue (their other recipients too) and returns how many.
-func (s *Spool) DeleteQueue(key QueueKey) (int, error) { panic("TODO") }
+func (s *Spool) DeleteQueue(key QueueKey) (int, error) {
+	return s.deleteWhere(func(mi int32) bool {
+		m := &s.x.m[mi]
+		for i := m.rcpt0; i < m.rcpt0+m.nrcpt; i++ {
+			r := &s.x.r[i]
+			if !Status(r.status).Finished() && s.x.queues[r.queue].key == key {
+				return true
+			}
+		}
+		return false
+	})
+}
 
 // DeleteAll deletes every message and returns how many.
-func (s *Spool) DeleteAll() (int, error) { panic("TODO") }
+func (s *Spool) DeleteAll() (int, error) {
+	return s.deleteWhere(func(int32) bool { return true })
+}
+
+// rescheduleRcpts makes the waiting recipients of mi due now (RAM only).
+func (s *Spool) rescheduleMsg(mi int32, only int32) int {
+	m := &s.x.m[mi]
+	if m.flags&mHeld != 0 {
+		return 0
+	}
+	n := 0
+	for i := m.rcpt0; i < m.rcpt0+m.nrcpt; i++ {
+		r := &s.x.r[i]
+		if Status(r.status).Finished() || r.flags&rFlight != 0 || (only >= 0 && r.queue != only) {
+			continue
+		}
+		if r.flags&rWheel == 0 && r.flags&rLinked != 0 {
+			continue // already ready
+		}
+		s.x.unlink(i)
+		r.next = 0
+		s.x.schedule(i)
+		n++
+	}
+	return n
+}
 
 // Reschedule makes every waiting recipient of id due now (postqueue -i).
-func (s *Spool) Reschedule(id string) error { panic("TODO") }
+func (s *Spool) Reschedule(id string) error {
+	bid, err := parseID(id)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	mi, ok := s.lookup(bid)
+	if ok {
+		s.rescheduleMsg(mi, -1)
+	}
+	s.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("spool: %s: %w", id, ErrNotFound)
+	}
+	s.notify()
+	return nil
+}
 
 // RescheduleQueue makes every waiting recipient of key's queue due now.
-func (s *Spool) RescheduleQueue(key QueueKey) int { panic("TODO") }
+func (s *Spool) RescheduleQueue(key QueueKey) int {
+	<-s.recovered
+	s.mu.Lock()
+	n := 0
+	if dm, ok := s.x.qidx[key.VMTA]; ok {
+		if q, ok := dm[key.Domain]; ok {
+			for mi := range s.x.m {
+				if s.x.m[mi].flags&mUsed != 0 {
+					n += s.rescheduleMsg(int32(mi), q)
+				}
+			}
+		}
+	}
+	s.mu.Unlock()
+	s.notify()
+	return n
+}
 
 // RescheduleAll makes every waiting recipient due now (postqueue -f).
-func (s *Spool) RescheduleAll() int { panic("TODO") }
+func (s *Spool) RescheduleAll() int {
+	<-s.recovered
+	s.mu.Lock()
+	n := 0
+	for mi := range s.x.m {
+		if s.x.m[mi].flags&mUsed != 0 {
+			n += s.rescheduleMsg(int32(mi), -1)
+		}
+	}
+	s.mu.Unlock()
+	s.notify()
+	return n
+}
 
 // PopDue returns up to max recipients whose next-try time is at or before
 // now, that are not held and not in flight, taking queues in turn, and
 // marks them in flight (in RAM only) until an outcome is committed.
-func (s *Spool) PopDue(now time.Time, max int) []Due { panic("TODO") }
+func (s *Spool) PopDue(now time.Time, max int) []Due {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	idx := s.x.popDue(now.UnixNano(), max, nil)
+	return s.dues(idx)
+}
 
 // PopDueQueue is PopDue restricted to one queue.
-func (s *Spool) PopDueQueue(key QueueKey, now time.Time, max int) []Due { panic("TODO") }
+func (s *Spool) PopDueQueue(key QueueKey, now time.Time, max int) []Due {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	dm, ok := s.x.qidx[key.VMTA]
+	if !ok {
+		return nil
+	}
+	q, ok := dm[key.Domain]
+	if !ok {
+		return nil
+	}
+	s.x.advance(now.UnixNano())
+	return s.dues(s.x.popReady(q, max, nil))
+}
+
+func (s *Spool) dues(idx []int32) []Due {
+	if len(idx) == 0 {
+		return nil
+	}
+	out := make([]Due, len(idx))
+	for k, i := range idx {
+		r := &s.x.r[i]
+		m := &s.x.m[r.msg]
+		out[k] = Due{ID: string(m.id[:]), Rcpt: int(i - m.rcpt0), Queue: s.x.queues[r.queue].key, Attempts: int(r.attempts)}
+	}
+	return out
+}
 
 // Return puts a popped recipient back without an outcome (e.g. a rate
 // limit was hit before dialling): due again at next, in RAM only.
-func (s *Spool) Return(d Due, next time.Time) { panic("TODO") }
+func (s *Spool) Return(d Due, next time.Time) {
+	bid, err := parseID(d.ID)
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	mi, ok := s.x.ids[bid]
+	if ok && d.Rcpt >= 0 && d.Rcpt < int(s.x.m[mi].nrcpt) {
+		i := s.x.m[mi].rcpt0 + int32(d.Rcpt)
+		r := &s.x.r[i]
+		if r.flags&rFlight != 0 && !Status(r.status).Finished() {
+			s.x.account(i, -1)
+			r.flags &^= rFlight
+			r.next = next.UnixNano()
+			s.x.account(i, 1)
+			if s.x.m[mi].flags&mHeld == 0 {
+				s.x.schedule(i)
+			}
+		}
+	}
+	s.mu.Unlock()
+	s.notify()
+}
 
 // Wake returns a channel that receives (capacity 1, never closed) when
 // something becomes due earlier than NextDue said before: a Submit,
 // Reschedule, Release or Return.
-func (s *Spool) Wake() <-chan struct{} { panic("TODO") }
+func (s *Spool) Wake() <-chan struct{} { return s.wake }
 
 // NextDue returns the earliest next-try time of a waiting recipient that
-// is not held or in flight; false when there is none.
-func (s *Spool) NextDue() (time.Time, bool) { panic("TODO") }
-
-// Envelope returns a message's envelope (Content nil) and the state of
-// each of its recipients.
-func (s *Spool) Envelope(id string) (*Message, []RcptState, error) { panic("TODO") }
-
-// Content returns the message content, backed by the segment mapping.
-// The caller must Close it; until then the segment is not unmapped.
-func (s *Spool) Content(id string) (*Content, error) { panic("TODO") }
-
-// Walk calls fn for every live message until fn returns false (mailq).
-// It holds no lock across fn, so writers are never stopped.
-func (s *Spool) Walk(fn func(info MessageInfo) bool) { panic("TODO") }
+// is not held or in flight; false when there is none. It is exact for the
+// current tick and never early by more than one 67 ms tick otherwise.
+func (s *Spool) NextDue() (time.Time, bool) {
+	s.mu.Lock()
+	t, ok := s.x.nextDue()
+	s.mu.Unlock()
+	if !ok {
+		return time.Time{}, false
+	}
+	return time.Unix(0, t), true
+}
 
 // Stats returns totals and per-queue counts.
-func (s *Spool) Stats() Stats { panic("TODO") }
+func (s *Spool) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := Stats{
+		Messages:   s.x.nmsgs,
+		Recipients: s.x.nrcpts,
+		Held:       s.x.nheld,
+		Bytes:      s.x.bytes,
+		Segments:   len(s.segs),
+		Recovering: s.recovering,
+		Queues:     make(map[QueueKey]QueueStats),
+	}
+	for _, g := range s.segs {
+		st.DiskBytes += g.size
+	}
+	for _, q := range s.x.queues {
+		if q.st.Recipients > 0 {
+			st.Queues[q.key] = q.st
+		}
+	}
+	return st
+}
 
-// Content is one message's content in a segment mapping.
-type Content struct{}
-
-// Bytes returns the content without copying. Reading it touches the
-// mapping: an I/O error under it raises SIGBUS, so read it inside Do or
-// through Reader, which turn such a fault into ErrUnreadable.
-func (c *Content) Bytes() []byte { panic("TODO") }
-
-// Len is the content size.
-func (c *Content) Len() int { panic("TODO") }
-
-// Do calls fn with the content while a memory fault is turned into
-// ErrUnreadable (and the message set aside) instead of killing the process.
-func (c *Content) Do(fn func(b []byte) error) error { panic("TODO") }
-
-// Reader returns a fault-safe reader over the content (io.Reader,
-// io.ReaderAt, io.WriterTo, io.Seeker); nothing is copied to the heap
-// beyond the caller's buffers.
-func (c *Content) Reader() io.ReadSeeker { panic("TODO") }
-
-// Close releases the mapping reference. Bytes must not be used afterwards.
-func (c *Content) Close() error { panic("TODO") }
+var _ = os.O_RDONLY

@@ -1,0 +1,185 @@
+package spool
+
+import (
+	"fmt"
+	"os"
+	"time"
+)
+
+// recover rebuilds the index from the segments that existed at Open, in
+// order, while the committer already accepts new appends into a newer
+// segment. A torn or corrupt tail is reported and dropped: everything
+// before it is kept, and it never stops the start.
+func (s *Spool) recover(old []uint32) {
+	defer s.wg.Done()
+	start := time.Now()
+	type oldSeg struct {
+		g *segment
+		h segHeader
+	}
+	var segs []oldSeg
+	limit := make(map[uint32]int64) // abandoned segments: trusted length
+	for _, seq := range old {
+		g, h, err := s.openOld(seq)
+		if err != nil {
+			s.logf("%v", err)
+			continue
+		}
+		if g == nil {
+			continue
+		}
+		if h.abandonSeq != 0 {
+			limit[uint32(h.abandonSeq)] = int64(h.abandonLen)
+		}
+		segs = append(segs, oldSeg{g, h})
+	}
+	var r rec
+	records, torn := 0, 0
+	for _, o := range segs {
+		g := o.g
+		end := g.size
+		if l, ok := limit[g.seq]; ok && l < end {
+			end = l
+		}
+		s.mu.Lock()
+		s.addSegment(g)
+		s.mu.Unlock()
+		p := int64(headerSize)
+		var bad error
+		err := guard(func() error {
+			const chunk = 4096 // records applied per lock hold
+			for {
+				s.mu.Lock()
+				for k := 0; k < chunk; k++ {
+					body, n, err := frame(g.data[p:end])
+					if err != nil {
+						bad = err
+						break
+					}
+					if n == 0 {
+						break
+					}
+					if err := r.parse(body); err != nil {
+						bad = err
+						break
+					}
+					s.apply(&r, g.seq, uint32(p), uint32(n), false)
+					p += int64(n)
+					records++
+				}
+				g.end = p
+				s.mu.Unlock()
+				if bad != nil || p >= end || !s.more(g, p, end) {
+					return nil
+				}
+			}
+		})
+		if err != nil {
+			bad = err
+		}
+		if bad != nil {
+			torn++
+			s.logf("spool: segment %d: dropping corrupt or torn tail at offset %d: %v", g.seq, p, bad)
+		}
+		s.mu.Lock()
+		g.end = p
+		g.sealed = true
+		s.mu.Unlock()
+	}
+	// Everything is known: hand the waiting recipients to the wheel.
+	s.mu.Lock()
+	x := s.x
+	for mi := range x.m {
+		m := &x.m[mi]
+		if m.flags&mUsed == 0 || m.flags&mHeld != 0 {
+			continue
+		}
+		for i := m.rcpt0; i < m.rcpt0+m.nrcpt; i++ {
+			rc := &x.r[i]
+			if !Status(rc.status).Finished() && rc.flags&(rLinked|rFlight) == 0 {
+				x.schedule(i)
+			}
+		}
+	}
+	s.recovering = false
+	for _, o := range segs {
+		s.maybeCompact(o.g)
+	}
+	for id, ge := range s.grave {
+		if !s.segExists(ge.first, ge.last, 0) {
+			delete(s.grave, id)
+		}
+	}
+	n := x.nmsgs
+	s.mu.Unlock()
+	s.logf("spool: recovered %d messages from %d records in %d segments in %v (%d torn tails)", n, records, len(segs), time.Since(start).Round(time.Millisecond), torn)
+	close(s.recovered)
+	s.notify()
+	s.kickCompaction()
+}
+
+// more reports whether the chunk loop should continue: another frame header
+// that is not zero follows.
+func (s *Spool) more(g *segment, p, end int64) bool {
+	if p+frameHeader > end {
+		return false
+	}
+	b := g.data[p : p+frameHeader]
+	return !allZero(b)
+}
+
+// openOld opens and maps an existing segment. A file without a valid header
+// (a spare made but never used, or a crash while creating one) holds no
+// record and is removed.
+func (s *Spool) openOld(seq uint32) (*segment, segHeader, error) {
+	path := s.dir + "/" + segName(seq)
+	var h segHeader
+	f, err := s.fs.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return nil, h, fmt.Errorf("spool: open segment %d: %w", seq, err)
+	}
+	hb := make([]byte, headerSize)
+	_, rerr := f.ReadAt(hb, 0)
+	if rerr == nil {
+		h, rerr = parseHeader(hb)
+	}
+	if rerr == nil && h.seq != uint64(seq) {
+		rerr = fmt.Errorf("header names segment %d", h.seq)
+	}
+	if rerr != nil {
+		f.Close()
+		if allZero(hb) {
+			// never used: nothing in it was ever acknowledged
+			s.fs.Remove(path)
+			return nil, h, nil
+		}
+		s.logf("spool: segment %d: bad header (%v); left in place, not read", seq, rerr)
+		return nil, h, nil
+	}
+	size, err := fileSize(f)
+	if err != nil {
+		f.Close()
+		return nil, h, fmt.Errorf("spool: size of segment %d: %w", seq, err)
+	}
+	data, err := f.Map(size)
+	if err != nil {
+		f.Close()
+		return nil, h, fmt.Errorf("spool: map segment %d: %w", seq, err)
+	}
+	return &segment{seq: seq, path: path, f: f, data: data, size: size, end: headerSize, sealed: true}, h, nil
+}
+
+// fileSize finds a file's size through ReadAt alone (File has no Stat).
+func fileSize(f File) (int64, error) {
+	if st, ok := f.(interface{ Stat() (os.FileInfo, error) }); ok {
+		fi, err := st.Stat()
+		if err != nil {
+			return 0, err
+		}
+		return fi.Size(), nil
+	}
+	if sz, ok := f.(interface{ Size() int64 }); ok {
+		return sz.Size(), nil
+	}
+	return 0, fmt.Errorf("file has no size")
+}

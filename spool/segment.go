@@ -1,0 +1,122 @@
+package spool
+
+import (
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// Segment header (see FORMAT.md).
+const (
+	headerSize  = 64
+	segMagic    = "SLUSEG\x00\x01"
+	segSuffix   = ".seg"
+	defaultSize = 64 << 20
+)
+
+type segment struct {
+	seq     uint32
+	path    string
+	f       File
+	data    []byte // read-only shared mapping of the whole file
+	size    int64
+	end     int64 // end of valid records
+	live    int64 // bytes of content records of live messages stored here
+	refs    int32 // open Content and readers
+	sealed  bool  // no more appends
+	queued  bool  // waiting for compaction
+	removed bool  // file removed; unmap when refs drop to 0
+}
+
+type segHeader struct {
+	seq        uint64
+	abandonSeq uint64 // a segment whose writing failed: trust it only up to abandonLen
+	abandonLen uint64
+	created    int64
+}
+
+func (h segHeader) encode() []byte {
+	b := make([]byte, headerSize)
+	copy(b, segMagic)
+	binary.LittleEndian.PutUint64(b[8:], h.seq)
+	binary.LittleEndian.PutUint64(b[16:], h.abandonSeq)
+	binary.LittleEndian.PutUint64(b[24:], h.abandonLen)
+	binary.LittleEndian.PutUint64(b[32:], uint64(h.created))
+	binary.LittleEndian.PutUint32(b[60:], crc32.Checksum(b[:60], castagnoli))
+	return b
+}
+
+func parseHeader(b []byte) (segHeader, error) {
+	var h segHeader
+	if len(b) < headerSize {
+		return h, fmt.Errorf("header cut at %d bytes", len(b))
+	}
+	if string(b[:8]) != segMagic {
+		return h, fmt.Errorf("bad magic %q", b[:8])
+	}
+	if crc32.Checksum(b[:60], castagnoli) != binary.LittleEndian.Uint32(b[60:]) {
+		return h, fmt.Errorf("header CRC mismatch")
+	}
+	h.seq = binary.LittleEndian.Uint64(b[8:])
+	h.abandonSeq = binary.LittleEndian.Uint64(b[16:])
+	h.abandonLen = binary.LittleEndian.Uint64(b[24:])
+	h.created = int64(binary.LittleEndian.Uint64(b[32:]))
+	return h, nil
+}
+
+func segName(seq uint32) string { return fmt.Sprintf("%016x%s", seq, segSuffix) }
+
+func parseSegName(name string) (uint32, bool) {
+	if !strings.HasSuffix(name, segSuffix) || len(name) != 16+len(segSuffix) {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(name[:16], 16, 32)
+	return uint32(v), err == nil
+}
+
+// createSegment makes a new preallocated, zeroed segment file and makes
+// its directory entry durable. The header is written when it goes active.
+func (s *Spool) createSegment(seq uint32) (*segment, error) {
+	path := s.dir + "/" + segName(seq)
+	f, err := s.fs.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("spool: create segment %d: %w", seq, err)
+	}
+	fail := func(err error) (*segment, error) {
+		f.Close()
+		s.fs.Remove(path)
+		return nil, err
+	}
+	if err := f.Allocate(s.opt.SegmentSize); err != nil {
+		if isNoSpace(err) {
+			return fail(fmt.Errorf("spool: allocate segment %d: %w (%v)", seq, ErrNoSpace, err))
+		}
+		return fail(fmt.Errorf("spool: allocate segment %d: %w", seq, err))
+	}
+	if z, ok := f.(zeroFiller); ok {
+		if err := z.zeroFill(s.opt.SegmentSize); err != nil {
+			return fail(fmt.Errorf("spool: zero segment %d: %w", seq, err))
+		}
+	}
+	data, err := f.Map(s.opt.SegmentSize)
+	if err != nil {
+		return fail(fmt.Errorf("spool: map segment %d: %w", seq, err))
+	}
+	if err := s.fs.SyncDir(s.dir); err != nil {
+		f.Unmap(data)
+		return fail(fmt.Errorf("spool: sync directory for segment %d: %w", seq, err))
+	}
+	return &segment{seq: seq, path: path, f: f, data: data, size: s.opt.SegmentSize, end: headerSize}, nil
+}
+
+// release drops the file and mapping of a removed segment with no readers.
+func (s *Spool) releaseSegment(g *segment) {
+	if g.data != nil {
+		g.f.Unmap(g.data)
+		g.data = nil
+	}
+	g.f.Close()
+}
