@@ -97,10 +97,9 @@ func (p *parser) walk(h textproto.MIMEHeader, body []byte, depth int) error {
 		if err != nil {
 			break // io.EOF or a broken tail: keep what was read
 		}
-		pb, err := io.ReadAll(part)
-		if err != nil && p.status == nil {
-			break
-		}
+		// A part that ends badly (broken quoted-printable, a missing
+		// boundary) still gives what was read: bounces are often mangled.
+		pb, _ := io.ReadAll(part)
 		pmt, _, _ := mime.ParseMediaType(part.Header.Get("Content-Type"))
 		switch pmt {
 		case "message/rfc822", "message/global":
