@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"path/filepath"
 	"strings"
@@ -22,8 +23,8 @@ type fakeMilter struct {
 	ln     net.Listener
 	socket string
 
-	mu   sync.Mutex
-	log  []string // commands received, as "O", "C", "D:C j=..." ...
+	mu    sync.Mutex
+	log   []string // commands received, as "O", "C", "D:C j=..." ...
 	conns int
 }
 
@@ -182,6 +183,7 @@ func mustChain(t *testing.T, cfgs ...Config) *Chain {
 	if err != nil {
 		t.Fatal(err)
 	}
+	c.SetLogger(slog.New(slog.NewTextHandler(testWriter{t}, nil)))
 	return c
 }
 

@@ -3,7 +3,6 @@ package milter
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/textproto"
 	"path/filepath"
@@ -127,9 +126,7 @@ func startGoMilter(t *testing.T, name string, newM func() gomilter.Milter) Confi
 
 func quietChain(t *testing.T, cfgs ...Config) *Chain {
 	t.Helper()
-	c := mustChain(t, cfgs...)
-	c.SetLogger(slog.New(slog.NewTextHandler(testWriter{t}, nil)))
-	return c
+	return mustChain(t, cfgs...)
 }
 
 type testWriter struct{ t *testing.T }
