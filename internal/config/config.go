@@ -207,7 +207,7 @@ func Load(path string) (*Config, error) {
 // Parse parses src as if read from the file name; include paths are
 // relative to name's directory.
 func Parse(name string, src []byte) (*Config, error) {
-	return parse(name, src, os.ReadFile, os.Hostname)
+	return parse(name, src, osFS)
 }
 
 func normDomain(d string) string { return strings.ToLower(strings.TrimSuffix(d, ".")) }

@@ -123,14 +123,14 @@ func TestDefaultsApply(t *testing.T) {
 }
 
 func TestHostNameFromSystem(t *testing.T) {
-	c, err := parse("x.conf", nil, os.ReadFile, func() (string, error) { return "box.example", nil })
+	c, err := parse("x.conf", nil, fsys{os.ReadFile, filepath.Glob, func() (string, error) { return "box.example", nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := c.Global().String("host-name"); got != "box.example" {
 		t.Errorf("host-name = %q", got)
 	}
-	_, err = parse("x.conf", nil, os.ReadFile, func() (string, error) { return "", errors.New("no name") })
+	_, err = parse("x.conf", nil, fsys{os.ReadFile, filepath.Glob, func() (string, error) { return "", errors.New("no name") }})
 	if err == nil || !strings.Contains(err.Error(), "x.conf: host-name is not set") {
 		t.Errorf("err = %v", err)
 	}
@@ -325,6 +325,7 @@ func TestErrors(t *testing.T) {
 		{"twice", "spool /a\nspool /b", []string{"2: spool is already set at t.conf:1"}},
 		{"unclosed", "<domain *>\nmax-smtp-out 1", []string{"1: <domain *> is not closed before the end of t.conf"}},
 		{"stray close", "</domain>", []string{"1: </domain> closes no open block"}},
+		{"close global", "<domain *>\n</global>\n</domain>\nspool /x", []string{"2: </global> does not match <domain *> opened at t.conf:1"}},
 		{"mismatch", "<virtual-mta a>\n<domain *>\n</virtual-mta>\nspool /x", []string{"3: </virtual-mta> does not match <domain *> opened at t.conf:2"}},
 		{"no >", "<domain *\nmax-smtp-out 2\n</domain>", []string{`1: "<domain *": a block start needs a closing >`}},
 		{"close no >", "<domain *>\n</domain\nspool /x", []string{`2: "</domain": a block end needs a closing >`}},
@@ -378,7 +379,7 @@ func TestErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			d := t.TempDir()
-			_, err := parse(filepath.Join(d, "t.conf"), []byte(tt.src+"\n"), os.ReadFile, fakeHost)
+			_, err := parse(filepath.Join(d, "t.conf"), []byte(tt.src+"\n"), testFS)
 			var es Errors
 			if !errors.As(err, &es) {
 				t.Fatalf("err = %v, want Errors", err)
@@ -407,7 +408,7 @@ func TestErrors(t *testing.T) {
 
 func itoa(n int) string { return strconv.Itoa(n) }
 
-func fakeHost() (string, error) { return "h.example", nil }
+var testFS = fsys{os.ReadFile, filepath.Glob, func() (string, error) { return "h.example", nil }}
 
 func TestErrorFormat(t *testing.T) {
 	es := Errors{{File: "a.conf", Line: 3, Msg: "x"}, {File: "b.conf", Msg: "y"}}

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -16,6 +17,7 @@ type parser struct {
 	cfg      *Config
 	errs     Errors
 	read     func(string) ([]byte, error)
+	glob     func(string) ([]string, error)
 	includes []string // absolute paths of the files being read, outermost first
 	macros   map[string][]string
 	stack    []*Block // open blocks; stack[0] is the global level
@@ -35,7 +37,17 @@ func (p *parser) markBad(b *Block, name string) {
 	p.bad[b][name] = true
 }
 
-func parse(name string, src []byte, read func(string) ([]byte, error), hostname func() (string, error)) (*Config, error) {
+// fsys is what the parser needs from the file system, replaceable in tests
+// and the fuzz target.
+type fsys struct {
+	read     func(string) ([]byte, error)
+	glob     func(string) ([]string, error)
+	hostname func() (string, error)
+}
+
+var osFS = fsys{read: os.ReadFile, glob: filepath.Glob, hostname: os.Hostname}
+
+func parse(name string, src []byte, fs fsys) (*Config, error) {
 	g := newBlock(KindGlobal, "", name, 0)
 	g.domains = map[string]*Block{}
 	p := &parser{
@@ -46,7 +58,8 @@ func parse(name string, src []byte, read func(string) ([]byte, error), hostname 
 			byName:     map[string]*Block{},
 			userByName: map[string]*Block{},
 		},
-		read:     read,
+		read:     fs.read,
+		glob:     fs.glob,
 		macros:   map[string][]string{},
 		stack:    []*Block{g},
 		srcSeen:  map[string]*Block{},
@@ -54,7 +67,7 @@ func parse(name string, src []byte, read func(string) ([]byte, error), hostname 
 		fileRank: map[string]int{},
 	}
 	p.file(name, src)
-	p.finish(hostname)
+	p.finish(fs.hostname)
 	if len(p.errs) > 0 {
 		sortErrors(p.errs, p.fileRank)
 		return nil, p.errs
@@ -152,7 +165,7 @@ func (p *parser) closeBlock(file string, n int, s string) {
 	b := p.top()
 	if b.Kind != kind {
 		p.errorf(file, n, "</%s> does not match <%s %s> opened at %s:%d", kind, b.Kind, b.Name, b.File, b.Line)
-		if slices.ContainsFunc(p.stack, func(o *Block) bool { return o.Kind == kind }) {
+		if slices.ContainsFunc(p.stack[1:], func(o *Block) bool { return o.Kind == kind }) {
 			// Pop through the forgotten end tags so later lines land right.
 			for p.top().Kind != kind {
 				p.stack = p.stack[:len(p.stack)-1]
@@ -404,7 +417,7 @@ func (p *parser) include(file string, n int, value string) {
 	}
 	paths := []string{path}
 	if strings.ContainsAny(path, "*?[") {
-		m, err := filepath.Glob(path)
+		m, err := p.glob(path)
 		if err != nil {
 			p.errorf(file, n, "include %s: %v", value, err)
 			return
