@@ -85,6 +85,8 @@ type index struct {
 
 	cur          int64 // wheel position in ticks
 	bits0, bits1 [wSlots / 64]uint64
+	l1min        [wSlots]int64 // earliest next in each level-1 slot, when l1ok
+	l1ok         [wSlots]bool
 	waiting      int // recipients in the wheel
 
 	nmsgs, nrcpts, nheld int
@@ -208,6 +210,11 @@ func (x *index) unlink(i int32) {
 	x.unlinkRaw(i)
 	if wheel {
 		x.waiting--
+		if t := r.next >> tickShift; t>>wBits != x.cur>>wBits && t>>(2*wBits) == x.cur>>(2*wBits) {
+			if k := (t >> wBits) & wMask; x.l1min[k] == r.next {
+				x.l1ok[k] = false
+			}
+		}
 		if p < nWheel && x.r[p].nx == p {
 			x.clearSlotBit(p)
 		} else if n < nWheel && x.r[n].nx == n {
@@ -256,6 +263,11 @@ func (x *index) wheelInsert(i int32, t int64) {
 	case t>>(2*wBits) == x.cur>>(2*wBits):
 		k := int32((t >> wBits) & wMask)
 		sent = l1Base + k
+		if x.r[sent].nx == sent {
+			x.l1min[k], x.l1ok[k] = x.r[i].next, true
+		} else if x.l1ok[k] && x.r[i].next < x.l1min[k] {
+			x.l1min[k] = x.r[i].next
+		}
 		x.bits1[k/64] |= 1 << (k % 64)
 	default:
 		sent = ovflSent
@@ -365,8 +377,9 @@ func nextBit(bm []uint64, from, to int) int {
 	return -1
 }
 
-// nextDue returns the earliest time anything waiting may be due (a tick
-// boundary, never early by more than a tick), and whether there is any.
+// nextDue returns the earliest time anything waiting may be due, and
+// whether there is any. It is exact except for a later tick of the current
+// epoch, where it returns the tick's start (at most one tick early).
 func (x *index) nextDue() (int64, bool) {
 	for _, q := range x.ring {
 		if x.r[x.queues[q].ready].nx != x.queues[q].ready {
@@ -379,22 +392,29 @@ func (x *index) nextDue() (int64, bool) {
 	c := int(x.cur & wMask)
 	if k := nextBit(x.bits0[:], c, wSlots); k >= 0 {
 		if k == c {
-			// the current tick: report the earliest exact time in it
-			min := int64(-1)
-			for i := x.r[k].nx; i != int32(k); i = x.r[i].nx {
-				if min < 0 || x.r[i].next < min {
-					min = x.r[i].next
-				}
-			}
-			return min, true
+			return x.minIn(int32(k)), true
 		}
 		return (x.cur&^wMask | int64(k)) << tickShift, true
 	}
 	e := x.cur >> wBits
 	if k := nextBit(x.bits1[:], int(e&wMask)+1, wSlots); k >= 0 {
-		return ((e&^wMask | int64(k)) << wBits) << tickShift, true
+		if !x.l1ok[k] {
+			x.l1min[k], x.l1ok[k] = x.minIn(l1Base+int32(k)), true
+		}
+		return x.l1min[k], true
 	}
-	return ((e | wMask) + 1) << wBits << tickShift, true
+	return x.minIn(ovflSent), true
+}
+
+// minIn scans one wheel list for its earliest next.
+func (x *index) minIn(sent int32) int64 {
+	min := int64(-1)
+	for i := x.r[sent].nx; i != sent; i = x.r[i].nx {
+		if min < 0 || x.r[i].next < min {
+			min = x.r[i].next
+		}
+	}
+	return min
 }
 
 // popReady takes up to max ready recipients from queue q.

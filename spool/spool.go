@@ -622,8 +622,8 @@ func (s *Spool) Return(d Due, next time.Time) {
 func (s *Spool) Wake() <-chan struct{} { return s.wake }
 
 // NextDue returns the earliest next-try time of a waiting recipient that
-// is not held or in flight; false when there is none. It is exact for the
-// current tick and never early by more than one 67 ms tick otherwise.
+// is not held or in flight; false when there is none. It may be early by
+// at most one 67 ms tick (PopDue then returns nothing and NextDue moves on).
 func (s *Spool) NextDue() (time.Time, bool) {
 	s.mu.Lock()
 	t, ok := s.x.nextDue()
