@@ -320,7 +320,8 @@ func TestErrors(t *testing.T) {
 		{"sync", "sync-msg-create no\nsync-msg-update false", []string{
 			"1: sync-msg-create no is refused: sluice acknowledges mail only after it is fsynced",
 			"2: sync-msg-update no is refused"}},
-		{"no value", "spool", []string{"1: spool needs a value (VALUE)"}},
+		{"no value", "spool", []string{"1: spool needs a value (DIR)"}},
+		{"no value type", "total-max-smtp-in", []string{"1: total-max-smtp-in needs a value (N)"}},
 		{"bad value", "total-max-smtp-in lots", []string{`1: total-max-smtp-in: "lots" is not a non-negative integer`}},
 		{"twice", "spool /a\nspool /b", []string{"2: spool is already set at t.conf:1"}},
 		{"unclosed", "<domain *>\nmax-smtp-out 1", []string{"1: <domain *> is not closed before the end of t.conf"}},
@@ -365,6 +366,7 @@ func TestErrors(t *testing.T) {
 		{"route and hosts", "<domain *>\nroute a.example\nsmtp-hosts b.example\n</domain>", []string{"3: smtp-hosts and route both set in <domain *>; use one"}},
 		{"starttls", "<domain *>\nuse-starttls no\nrequire-starttls yes\n</domain>", []string{"3: require-starttls yes contradicts use-starttls no in <domain *>"}},
 		{"dsn vs bounce", "dsn-bounce-after 2d\n<domain *>\nbounce-after 1d\n</domain>", []string{"3: bounce-after 1d must be longer than dsn-bounce-after 2d (t.conf:1)"}},
+		{"dsn default vs bounce", "<domain *>\nbounce-after 12h\n</domain>", []string{"2: bounce-after 12h must be longer than dsn-bounce-after 1d (the default)"}},
 		{"dsn vs default", "dsn-bounce-after 5d", []string{"1: dsn-bounce-after 5d must be shorter than the default bounce-after 4d12h"}},
 		{"dup listener", "smtp-listener 0/0:25\nsmtp-port 25", []string{"2: listener :25 is already set at t.conf:1"}},
 		{"host-name", "host-name not_a..host", []string{`1: host-name: "not_a..host" is not a host name`}},
@@ -500,7 +502,7 @@ func TestIncludeDepth(t *testing.T) {
 }
 
 func TestComments(t *testing.T) {
-	src := "# full line\nhost-name h.example # trailing\n\t  \n  spool /var/spool#notacomment\r\n<domain *> # after a block\n</domain>\n"
+	src := "# full line\nhost-name\th.example # trailing\n\t  \n  spool /var/spool#notacomment\r\n<domain *> # after a block\n</domain>\n"
 	c, err := Parse("t.conf", []byte(src))
 	if err != nil {
 		t.Fatal(err)

@@ -91,8 +91,15 @@ func WriteMan(w io.Writer) error {
 			if def := defaultDoc(&d); def != "" {
 				p(`Default: %s.`, roff(def))
 			}
+			if d.Restart {
+				p(`A change takes effect at the next restart, not on reload.`)
+			}
 		}
 	}
+	p(`.SH RELOAD`)
+	p(`On SIGHUP sluiced reads and checks the whole configuration again. If it has any error the running`)
+	p(`configuration stays in force and the errors are logged. Otherwise the new configuration`)
+	p(`applies to new connections and deliveries; those under way finish with the old one.`)
 	p(`.SH NOT SUPPORTED`)
 	p(`These PowerMTA directives and blocks are recognised and refused with "not supported by sluice":`)
 	p(`%s.`, roff(strings.Join(powermtaDirectives, ", ")))
@@ -110,6 +117,9 @@ func WriteMan(w io.Writer) error {
 }
 
 func typeDoc(d *Directive) string {
+	if d.Arg != "" {
+		return d.Arg
+	}
 	if d.Type == TEnum {
 		return strings.Join(d.Enum, "|")
 	}

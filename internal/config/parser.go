@@ -333,8 +333,8 @@ func bits(b *Block) int {
 }
 
 func (p *parser) directive(file string, n int, s string) {
-	name, value, _ := strings.Cut(s, " ")
-	if i := strings.IndexByte(name, '\t'); i >= 0 {
+	name, value := s, ""
+	if i := strings.IndexAny(s, " \t"); i >= 0 {
 		name, value = s[:i], s[i+1:]
 	}
 	value = unquote(strings.TrimSpace(value))
@@ -353,7 +353,7 @@ func (p *parser) directive(file string, n int, s string) {
 		return
 	}
 	if value == "" {
-		p.errorf(file, n, "%s needs a value (%s)", name, d.Type)
+		p.errorf(file, n, "%s needs a value (%s)", name, typeDoc(d))
 		return
 	}
 	v, err := parseValue(d, value, filepath.Dir(file))
@@ -620,10 +620,10 @@ func (p *parser) finish(hostname func() (string, error)) {
 	// Per domain block: settings that contradict each other, and the DSN
 	// lifetime, which must end before the mail it reports on would bounce.
 	dsn := g.Duration("dsn-bounce-after")
-	var dsnFile string
-	var dsnLine int
-	if g.IsSet("dsn-bounce-after") {
-		dsnFile, dsnLine = g.Where("dsn-bounce-after")
+	dsnFile, dsnLine := g.Where("dsn-bounce-after")
+	dsnAt := "the default"
+	if dsnLine > 0 {
+		dsnAt = fmt.Sprintf("%s:%d", dsnFile, dsnLine)
 	} else {
 		dsnFile = c.file
 	}
@@ -642,7 +642,7 @@ func (p *parser) finish(hostname func() (string, error)) {
 			}
 			if d.IsSet("bounce-after") && d.Duration("bounce-after") <= dsn {
 				f, l := d.Where("bounce-after")
-				p.errorf(f, l, "bounce-after %s must be longer than dsn-bounce-after %s (%s:%d)", formatDuration(d.Duration("bounce-after")), formatDuration(dsn), dsnFile, dsnLine)
+				p.errorf(f, l, "bounce-after %s must be longer than dsn-bounce-after %s (%s)", formatDuration(d.Duration("bounce-after")), formatDuration(dsn), dsnAt)
 			}
 		}
 	}

@@ -1,6 +1,9 @@
 package config
 
-import "sync/atomic"
+import (
+	"reflect"
+	"sync/atomic"
+)
 
 // Store holds the running config. Reload builds and validates a new
 // snapshot and swaps it in atomically; an invalid file leaves the running
@@ -33,4 +36,30 @@ func (s *Store) Reload(path string) error {
 	}
 	s.cur.Store(c)
 	return nil
+}
+
+// RestartNeeded lists the global directives (marked Restart in the table)
+// whose value differs between old and cur: a reload swaps the snapshot but
+// the daemon keeps its sockets, spool and user until it restarts, so the
+// caller should log these.
+func RestartNeeded(old, cur *Config) []string {
+	var out []string
+	for i := range Directives {
+		d := &Directives[i]
+		if !d.Restart || !contains(d.Blocks, KindGlobal) {
+			continue
+		}
+		if !reflect.DeepEqual(values(old.global, d.Name), values(cur.global, d.Name)) {
+			out = append(out, d.Name)
+		}
+	}
+	return out
+}
+
+func values(b *Block, name string) []any {
+	var out []any
+	for _, e := range b.entries(name) {
+		out = append(out, e.v)
+	}
+	return out
 }

@@ -163,3 +163,22 @@ func TestCertificate(t *testing.T) {
 		t.Errorf("mismatched key: %v", err)
 	}
 }
+
+func TestRestartNeeded(t *testing.T) {
+	parse := func(src string) *Config {
+		t.Helper()
+		c, err := Parse("t.conf", []byte("host-name h.example\n"+src))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	a := parse("spool /a\nsmtp-listener 0/0:25\nlog-file /l\n")
+	if got := RestartNeeded(a, parse("spool /a\nsmtp-listener 0/0:25\nlog-file /m\n<domain *>\nmax-smtp-out 1\n</domain>\n")); len(got) != 0 {
+		t.Errorf("reloadable change reported: %q", got)
+	}
+	got := RestartNeeded(a, parse("spool /b\nsmtp-listener 0/0:26\nrun-as-user x\n"))
+	if strings.Join(got, ",") != "smtp-listener,spool,run-as-user" {
+		t.Errorf("RestartNeeded = %q", got)
+	}
+}

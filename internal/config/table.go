@@ -114,6 +114,10 @@ type Directive struct {
 	Doc        string
 	Repeatable bool
 	Enum       []string
+	Arg        string // the value's name in messages and the man page; "" = from Type
+	// Restart marks settings a reload cannot apply to a running daemon
+	// (listening sockets, the spool, the user it runs as); see RestartNeeded.
+	Restart bool
 	// Check refuses values that parse but are not acceptable; it returns
 	// "" for a good value.
 	Check func(v any) string
@@ -134,20 +138,20 @@ var (
 // differs by block (max-rcpt-per-message inbound and outbound).
 var Directives = []Directive{
 	// Global.
-	{Name: "host-name", Blocks: global, Type: TString, DefaultDoc: "the system host name", Doc: "Name used in the SMTP greeting, HELO/EHLO and Received headers."},
-	{Name: "postmaster", Blocks: global, Type: TString, DefaultDoc: "postmaster@HOST-NAME", Doc: "Address that receives reports and is the From of DSNs."},
-	{Name: "smtp-listener", Blocks: global, Type: TListener, Repeatable: true, Default: "0/0:25", Doc: "Address and port to accept SMTP on; 0/0:PORT is every address, [::1]:PORT an IPv6 one. Repeat for several."},
-	{Name: "smtp-port", Blocks: global, Type: TInt, Doc: "Legacy form of smtp-listener 0/0:N.", Check: checkPort},
-	{Name: "spool", Blocks: global, Type: TString, Default: "/var/spool/pmta", Doc: "Directory holding the spool segments."},
-	{Name: "log-file", Blocks: global, Type: TString, Default: "/var/log/pmta/log", Doc: "The daemon's log file; reopened on SIGHUP and `sluice reopen-logs`."},
+	{Name: "host-name", Arg: "HOSTNAME", Blocks: global, Type: TString, DefaultDoc: "the system host name", Doc: "Name used in the SMTP greeting, HELO/EHLO and Received headers."},
+	{Name: "postmaster", Arg: "ADDRESS", Blocks: global, Type: TString, DefaultDoc: "postmaster@HOST-NAME", Doc: "Address that receives reports and is the From of DSNs."},
+	{Name: "smtp-listener", Restart: true, Blocks: global, Type: TListener, Repeatable: true, Default: "0/0:25", Doc: "Address and port to accept SMTP on; 0/0:PORT is every address, [::1]:PORT an IPv6 one. Repeat for several."},
+	{Name: "smtp-port", Restart: true, Blocks: global, Type: TInt, Doc: "Legacy form of smtp-listener 0/0:N.", Check: checkPort},
+	{Name: "spool", Arg: "DIR", Restart: true, Blocks: global, Type: TString, Default: "/var/spool/pmta", Doc: "Directory holding the spool segments."},
+	{Name: "log-file", Arg: "PATH", Blocks: global, Type: TString, Default: "/var/log/pmta/log", Doc: "The daemon's log file; reopened on SIGHUP and `sluice reopen-logs`."},
 	{Name: "total-max-smtp-in", Blocks: global, Type: TInt, Default: "1000", Doc: "Most inbound SMTP connections at once, over all listeners."},
 	{Name: "total-max-smtp-out", Blocks: global, Type: TInt, Default: "2000", Doc: "Most outbound SMTP connections at once, over all queues."},
 	{Name: "sync-msg-create", Blocks: global, Type: TBool, Default: "yes", Doc: "Fsync a message before accepting it; " + syncDoc + ".", Check: refuseNo("sync-msg-create")},
 	{Name: "sync-msg-update", Blocks: global, Type: TBool, Default: "yes", Doc: "Fsync recipient state changes; " + syncDoc + ".", Check: refuseNo("sync-msg-update")},
 	{Name: "smtp-server-tls-certificate", Blocks: global, Type: TCertKey, Doc: "PEM certificate chain and key offered with STARTTLS; both are loaded when the config is."},
-	{Name: "relay-domain", Blocks: global, Type: TString, Repeatable: true, Doc: "A domain accepted from any source (inbound mail for it is not relaying). Repeat for several."},
-	{Name: "run-as-user", Blocks: global, Type: TString, Default: "sluice", Doc: "(sluice) Unprivileged user the daemon runs as."},
-	{Name: "control-socket", Blocks: global, Type: TString, Default: "/run/sluice/control.sock", Doc: "(sluice) Unix socket the sluice CLI and sendmail talk to."},
+	{Name: "relay-domain", Arg: "DOMAIN", Blocks: global, Type: TString, Repeatable: true, Doc: "A domain accepted from any source (inbound mail for it is not relaying). Repeat for several."},
+	{Name: "run-as-user", Arg: "USER", Restart: true, Blocks: global, Type: TString, Default: "sluice", Doc: "(sluice) Unprivileged user the daemon runs as."},
+	{Name: "control-socket", Arg: "PATH", Restart: true, Blocks: global, Type: TString, Default: "/run/sluice/control.sock", Doc: "(sluice) Unix socket the sluice CLI and sendmail talk to."},
 	{Name: "max-received-headers", Blocks: global, Type: TInt, Default: "50", Doc: "A message with more Received headers is refused as a mail loop."},
 	{Name: "dsn-bounce-after", Blocks: global, Type: TDuration, Default: "1d", Doc: "How long a DSN (bounce) is retried; must be shorter than bounce-after."},
 
@@ -160,7 +164,7 @@ var Directives = []Directive{
 	{Name: "add-received-header", Blocks: source, Type: TBool, Default: "yes", Doc: "Add a Received header to incoming messages."},
 	{Name: "add-message-id-header", Blocks: source, Type: TBool, Default: "yes", Doc: "Add a Message-ID header when it is missing."},
 	{Name: "add-date-header", Blocks: source, Type: TBool, Default: "yes", Doc: "Add a Date header when it is missing."},
-	{Name: "default-virtual-mta", Blocks: source, Type: TString, Doc: "Virtual MTA or pool for mail from these clients."},
+	{Name: "default-virtual-mta", Arg: "NAME", Blocks: source, Type: TString, Doc: "Virtual MTA or pool for mail from these clients."},
 	{Name: "log-connections", Blocks: source, Type: TBool, Default: "no", Doc: "Log each connection."},
 	{Name: "log-commands", Blocks: source, Type: TBool, Default: "no", Doc: "Log each SMTP command and reply."},
 	{Name: "allow-starttls", Blocks: source, Type: TBool, Default: "yes", Doc: "Offer STARTTLS (when smtp-server-tls-certificate is set)."},
@@ -199,7 +203,7 @@ var Directives = []Directive{
 	{Name: "smtp-source-host", Blocks: vmtaK, Type: TSourceHost, Repeatable: true, Doc: "Source address and the host name to announce from it; at most one per address family."},
 
 	// <virtual-mta-pool>.
-	{Name: "virtual-mta", Blocks: poolK, Type: TString, Repeatable: true, Doc: "A member virtual MTA. Repeat for several."},
+	{Name: "virtual-mta", Arg: "NAME", Blocks: poolK, Type: TString, Repeatable: true, Doc: "A member virtual MTA. Repeat for several."},
 
 	// <acct-file>.
 	{Name: "records", Blocks: acctK, Type: TRecordTypes, Default: "d,b", Doc: "Record types written: d, b, t, tq, r, f, rb, rs."},
