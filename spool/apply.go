@@ -26,6 +26,8 @@ func (s *Spool) apply(r *rec, seq, off, flen uint32, live bool) bool {
 			s.segs[seq].live += int64(flen)
 			if !live {
 				s.setStates(mi, r, seq, off)
+			} else {
+				s.repointReasons(mi, r, seq, off)
 			}
 			return false
 		}
@@ -174,8 +176,11 @@ func (s *Spool) apply(r *rec, seq, off, flen uint32, live bool) bool {
 			if x.m[mi].left == 0 {
 				s.finish(mi)
 			}
+			return false
 		}
-		// At run time the snapshot was taken from this very index.
+		// At run time the snapshot was taken from this very index: only
+		// the reasons move, as the records they were in may go away.
+		s.repointReasons(mi, r, seq, off)
 		return false
 	}
 	return false
@@ -214,6 +219,20 @@ func (s *Spool) setStates(mi int32, r *rec, seq, off uint32) {
 		x.account(i, 1)
 	}
 	m.left = left
+}
+
+// repointReasons makes recipients' reasons refer to a snapshot that
+// carries them (kCopy, kSnapshot), so the older records may be dropped.
+func (s *Spool) repointReasons(mi int32, r *rec, seq, off uint32) {
+	m := &s.x.m[mi]
+	for k := int32(0); k < m.nrcpt && int(k) < len(r.states); k++ {
+		rc := &s.x.r[m.rcpt0+k]
+		if len(r.states[k].reason) > 0 {
+			rc.reason = uint64(seq)<<32 | uint64(off) + 1
+		} else if rc.reason != 0 && rc.reason>>32 != uint64(seq) {
+			rc.reason = 0
+		}
+	}
 }
 
 // finish drops a message whose recipients are all finished (or deleted).
