@@ -108,7 +108,7 @@ func Classify(code int, enhanced, text string) Class {
 		cls = 4
 	}
 	st := withClass(enhanced, code, cls)
-	return Class{Outcome: out, Status: st, Category: Categorize(defaultPatterns, st, text)}
+	return Class{Outcome: out, Status: st, Category: DefaultCategory(st, text)}
 }
 
 var (

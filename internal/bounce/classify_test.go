@@ -1,7 +1,9 @@
 package bounce
 
 import (
+	"regexp"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -82,6 +84,8 @@ func TestClassify(t *testing.T) {
 		{"malformed enhanced ignored", 553, "5.1", "sorry, that domain isn't in my list of allowed rcpthosts", Bounced, "5.1.3", "bad-mailbox"},
 		{"virus", 554, "5.7.1", "Message rejected: infected by Eicar-Test-Signature", Bounced, "5.7.1", "virus-related"},
 		{"auth required", 530, "", "Authentication required", Bounced, "5.7.0", "policy-related"},
+		{"starttls required is policy", 530, "5.7.0", "Must issue a STARTTLS command first", Bounced, "5.7.0", "policy-related"},
+		{"tls failure", 0, "4.7.5", "TLS handshake failed: remote error: tls: bad certificate", Deferred, "4.7.5", "bad-connection"},
 		{"syntax", 501, "", "Syntax error in parameters or arguments", Bounced, "5.5.4", "protocol-errors"},
 	}
 	for _, tt := range tests {
@@ -90,6 +94,11 @@ func TestClassify(t *testing.T) {
 			want := Class{tt.outcome, tt.status, tt.category}
 			if got != want {
 				t.Errorf("Classify(%d, %q, %q)\n got %+v\nwant %+v", tt.code, tt.enhanced, tt.text, got, want)
+			}
+			if got.Outcome != Delivered {
+				if viaRe := Categorize(DefaultPatterns(), got.Status, tt.text); viaRe != got.Category {
+					t.Errorf("DefaultPatterns say %q, DefaultCategory %q", viaRe, got.Category)
+				}
 			}
 			if !slices.Contains(knownCategories, got.Category) {
 				t.Errorf("category %q is not a PowerMTA category", got.Category)
@@ -136,7 +145,7 @@ func TestStatusText(t *testing.T) {
 }
 
 func TestCategorizeCustomPatterns(t *testing.T) {
-	ps := append(compilePatterns([][2]string{{`(?i)mailbox unavailable`, "inactive-mailbox"}}), DefaultPatterns()...)
+	ps := append([]Pattern{{regexp.MustCompile(`(?i)mailbox unavailable`), "inactive-mailbox"}}, DefaultPatterns()...)
 	if got := Categorize(ps, "5.5.0", "Requested action not taken: mailbox unavailable"); got != "inactive-mailbox" {
 		t.Errorf("custom pattern first: got %q", got)
 	}
@@ -213,4 +222,48 @@ func TestParseNotify(t *testing.T) {
 			t.Errorf("ParseNotify(%q) accepted", in)
 		}
 	}
+}
+
+// Classify runs once per recipient per attempt; its cost is the category
+// regexps. go test -run '^$' -bench Classify -benchtime 1s ./internal/bounce
+func BenchmarkClassify(b *testing.B) {
+	for b.Loop() {
+		Classify(550, "5.1.1", "The email account that you tried to reach does not exist. Please try double-checking the recipient's email address for typos or unnecessary spaces. - gsmtp")
+		Classify(421, "4.7.0", "[TSS04] Messages from 192.0.2.1 temporarily deferred due to unexpected volume or user complaints - 4.16.55.1")
+		Classify(250, "2.0.0", "OK 1764410400 a1si2345678qkb.12 - gsmtp")
+		Classify(451, "", "Temporary local problem - please try later")
+	}
+}
+
+// FuzzClassify: remote replies are outside input. Whatever they say, the
+// status is valid and agrees with the outcome, the category is a known one,
+// and the regexp form of the rules agrees with the fast one on ASCII.
+func FuzzClassify(f *testing.F) {
+	f.Add(550, "5.1.1", "user unknown")
+	f.Add(0, "", "5.4.7 expired")
+	f.Add(452, "4.2.2", "over quota")
+	f.Add(554, "", "try again later")
+	f.Add(250, "junk", "")
+	f.Fuzz(func(t *testing.T, code int, enhanced, text string) {
+		c := Classify(code, enhanced, text)
+		want := map[Outcome]byte{Delivered: '2', Deferred: '4', Bounced: '5'}[c.Outcome]
+		if !ValidStatus(c.Status) || c.Status[0] != want {
+			t.Fatalf("Classify(%d, %q, %q) = %+v", code, enhanced, text, c)
+		}
+		if !slices.Contains(knownCategories, c.Category) {
+			t.Fatalf("unknown category %q", c.Category)
+		}
+		if StatusText(c.Status) == "" {
+			t.Fatalf("no text for %q", c.Status)
+		}
+		if isASCII([]byte(text)) && isASCII([]byte(enhanced)) && c.Outcome != Delivered {
+			_, rest, _ := strings.Cut(strings.TrimSpace(text), " ")
+			if enhanced == "" && ValidStatus(strings.Fields(text + " x")[0]) {
+				text = rest // Classify took the code off the text
+			}
+			if re := Categorize(DefaultPatterns(), c.Status, strings.TrimSpace(text)); re != c.Category {
+				t.Fatalf("regexp rules say %q, fast rules %q for %q", re, c.Category, text)
+			}
+		}
+	})
 }
