@@ -17,6 +17,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -560,6 +561,10 @@ func (c *conn) abortData(dest *Destination) {
 	c.read(dest.DataTerminationTimeout)
 }
 
+// bodyBufs recycles the buffers content is read through, so a message
+// costs no 64 KiB allocation.
+var bodyBufs = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
+
 // localErr is a failure to read our own copy of the message.
 type localErr struct{ err error }
 
@@ -575,7 +580,9 @@ func (c *conn) sendBody(dest *Destination, msg *Message) error {
 		if msg.Size > 0 {
 			src = io.NewSectionReader(msg.Content, 0, msg.Size)
 		}
-		buf := make([]byte, 64<<10)
+		bp := bodyBufs.Get().(*[]byte)
+		defer bodyBufs.Put(bp)
+		buf := *bp
 		for {
 			n, err := src.Read(buf)
 			if n > 0 {

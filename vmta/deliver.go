@@ -136,9 +136,10 @@ func (d *Deliverer) Deliver(ctx context.Context, dest Destination, msg *Message)
 			}
 			err := d.session(ctx, c, &dest, t, all, &res, true)
 			if !errors.Is(err, errStale) {
+				res.Err = err
 				return res
 			}
-			d.opt.Logf("vmta: %s: cached session to %s was dead, reconnecting", msg.ID, c.name())
+			d.opt.Logf("vmta: %s: cached session to %s unusable, reconnecting", msg.ID, c.name())
 			c.quit()
 			res = Result{Rcpts: res.Rcpts}
 		}
@@ -233,6 +234,9 @@ func (d *Deliverer) open(ctx context.Context, dest *Destination, tg target, ip n
 // c. It returns errStale (c not yet used for anything, res untouched) when a
 // cached c turns out dead.
 func (d *Deliverer) session(ctx context.Context, c *conn, dest *Destination, t *txn, pending []int, res *Result, reused bool) error {
+	if reused && dest.MaxMsgPerConnection > 0 && c.msgs >= dest.MaxMsgPerConnection {
+		return errStale // cached under a laxer limit (config reload): retire it
+	}
 	res.Host, res.IP, res.Port, res.SourceIP, res.ESMTP, res.Reused = c.host, c.ip, c.port, c.src, c.esmtp, reused
 	res.TLSVersion, res.TLSCipher = "", ""
 	if c.tls != nil {

@@ -14,7 +14,7 @@ import (
 )
 
 // startSmtpSink runs Postfix's smtp-sink on a free loopback port.
-func startSmtpSink(t *testing.T, args ...string) int {
+func startSmtpSink(t testing.TB, args ...string) int {
 	t.Helper()
 	bin := testutil.NeedCommand(t, "smtp-sink")
 	port := testutil.FreePort(t)
