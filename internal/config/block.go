@@ -12,7 +12,8 @@ import (
 // set in the block (for a merged view, in its most specific layer) or the
 // table's default. Asking for a directive the table does not have for the
 // block's kind, or through the accessor of another type, panics: that is a
-// programming error, and a silent zero would hide it.
+// programming error, and a silent zero would hide it. A Block belongs to an
+// immutable snapshot: read its fields, never assign them.
 type Block struct {
 	Kind string
 	Name string // the argument as written (after macro expansion for domains)
@@ -83,31 +84,25 @@ func (b *Block) directive(name string) *Directive {
 	return d
 }
 
-// values returns the values of name, checking that its type is one of ts.
-func (b *Block) values(name string, accessor string, ts ...Type) (*Directive, []any) {
+// values returns the entries of name (or its default as one entry),
+// checking that its type is one of ts. It does not allocate: lookups run
+// once per delivery.
+func (b *Block) values(name string, accessor string, ts ...Type) (*Directive, []entry) {
 	d := b.directive(name)
 	if !slices.Contains(ts, d.Type) {
 		panic(fmt.Sprintf("config: %s(%q): directive has type %s", accessor, name, d.Type))
 	}
-	es := b.entries(name)
-	if len(es) == 0 {
-		if v, ok := defaults[d]; ok {
-			return d, []any{v}
-		}
-		return d, nil
+	if es := b.entries(name); len(es) > 0 {
+		return d, es
 	}
-	out := make([]any, len(es))
-	for i, e := range es {
-		out[i] = e.v
-	}
-	return d, out
+	return d, defaultEntries[d]
 }
 
-func last(vs []any) any {
-	if len(vs) == 0 {
+func last(es []entry) any {
+	if len(es) == 0 {
 		return nil
 	}
-	return vs[len(vs)-1]
+	return es[len(es)-1].v
 }
 
 // Bool reads a yes|no directive.
@@ -170,8 +165,8 @@ func (b *Block) Strings(name string) []string {
 		panic(fmt.Sprintf("config: Strings(%q): directive takes one value; use String", name))
 	}
 	var out []string
-	for _, v := range vs {
-		switch v := v.(type) {
+	for _, e := range vs {
+		switch v := e.v.(type) {
 		case string:
 			out = append(out, v)
 		case []string:
@@ -192,8 +187,8 @@ func (b *Block) HostPorts(name string) []HostPort {
 func (b *Block) SourceHosts(name string) []SourceHost {
 	_, vs := b.values(name, "SourceHosts", TSourceHost)
 	out := make([]SourceHost, 0, len(vs))
-	for _, v := range vs {
-		out = append(out, v.(SourceHost))
+	for _, e := range vs {
+		out = append(out, e.v.(SourceHost))
 	}
 	return out
 }
@@ -209,8 +204,8 @@ func (b *Block) CertKey(name string) CertKey {
 func (b *Block) RecordFields(name string) []RecordFields {
 	_, vs := b.values(name, "RecordFields", TRecordFields)
 	out := make([]RecordFields, 0, len(vs))
-	for _, v := range vs {
-		out = append(out, v.(RecordFields))
+	for _, e := range vs {
+		out = append(out, e.v.(RecordFields))
 	}
 	return out
 }
@@ -219,8 +214,8 @@ func (b *Block) RecordFields(name string) []RecordFields {
 func (b *Block) Listeners(name string) []Listener {
 	_, vs := b.values(name, "Listeners", TListener)
 	out := make([]Listener, 0, len(vs))
-	for _, v := range vs {
-		out = append(out, v.(Listener))
+	for _, e := range vs {
+		out = append(out, e.v.(Listener))
 	}
 	return out
 }
@@ -229,6 +224,9 @@ var (
 	byKind   = map[string]map[string]*Directive{}
 	byName   = map[string][]*Directive{}
 	defaults = map[*Directive]any{}
+	// defaultEntries holds each default as the one entry an unset
+	// directive reads.
+	defaultEntries = map[*Directive][]entry{}
 )
 
 // init indexes the table and parses every default with its directive's own
@@ -252,6 +250,7 @@ func init() {
 				panic(fmt.Sprintf("config: default of %s: %v", d.Name, err))
 			}
 			defaults[d] = v
+			defaultEntries[d] = []entry{{v: v}}
 		}
 	}
 }

@@ -80,6 +80,7 @@ type Config struct {
 	listeners  []Listener
 	byName     map[string]*Block // virtual MTAs and pools share one namespace
 	userByName map[string]*Block
+	poolsOf    map[string][]*Block // virtual MTA name -> pools holding it
 }
 
 // File returns the path the config was read from.
@@ -152,7 +153,7 @@ func (c *Config) Source(ip netip.Addr, authUser string) *Block {
 // <domain d>, global <domain *>, then the defaults.
 func (c *Config) Domain(vmta, domain string) *Block {
 	domain = normDomain(domain)
-	v := &Block{Kind: KindDomain, Name: domain}
+	v := &Block{Kind: KindDomain, Name: domain, layers: make([]*Block, 0, 8)}
 	add := func(owner *Block) {
 		if b := owner.domains[domain]; b != nil {
 			v.layers = append(v.layers, b)
@@ -163,12 +164,8 @@ func (c *Config) Domain(vmta, domain string) *Block {
 	}
 	if b := c.byName[vmta]; b != nil {
 		add(b)
-		if b.Kind == KindVMTA {
-			for _, p := range c.pools {
-				if slices.Contains(p.Strings("virtual-mta"), vmta) {
-					add(p)
-				}
-			}
+		for _, p := range c.poolsOf[vmta] {
+			add(p)
 		}
 	}
 	add(c.global)

@@ -312,6 +312,9 @@ func TestErrors(t *testing.T) {
 			"3: PowerMTA directive dkim-sign is not supported by sluice"}},
 		{"powermta block", "<bounce-processor>\n<address-list>\nx y\n</address-list>\n</bounce-processor>\nspool /x\nfoo 1",
 			[]string{"1: PowerMTA block <bounce-processor> is not supported by sluice", "7: unknown directive foo"}},
+		{"skipped unclosed", "<bounce-processor>\n<address-list>\n</address-list>", []string{
+			"1: PowerMTA block <bounce-processor> is not supported by sluice",
+			"1: <bounce-processor> is not closed before the end of t.conf"}},
 		{"unknown block", "<sorce 0/0>\nsmtp-service yes\n</sorce>", []string{"1: unknown block <sorce> (did you mean source?)"}},
 		{"wrong block", "<source 0/0>\nmax-smtp-out 3\n</source>\nalways-allow-relaying yes",
 			[]string{"2: max-smtp-out is not allowed in <source> (only in <domain>)",
@@ -608,5 +611,21 @@ func TestCheck(t *testing.T) {
 	out.Reset()
 	if rc := Check(filepath.Join(d, "missing.conf"), &out); rc != 78 || !strings.Contains(out.String(), "missing.conf: cannot read config: no such file") {
 		t.Errorf("missing: rc=%d out=%q", rc, out.String())
+	}
+}
+
+// BenchmarkDomainLookup is the per-delivery cost of reading a queue's
+// settings: go test -run '^$' -bench DomainLookup ./internal/config
+func BenchmarkDomainLookup(b *testing.B) {
+	c, err := Load("testdata/full.conf")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		d := c.Domain("mta1", "example.net")
+		_ = d.Int("max-smtp-out")
+		_ = d.Durations("retry-after")
+		_ = d.HostPorts("route")
 	}
 }

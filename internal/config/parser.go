@@ -23,6 +23,9 @@ type parser struct {
 	stack    []*Block // open blocks; stack[0] is the global level
 	srcSeen  map[string]*Block
 	skip     int // depth inside a block being skipped after an error
+	// where the outermost skipped block opened
+	skipFile, skipKind string
+	skipLine           int
 	// bad records directives whose value was refused, so that checks of
 	// the whole config do not report them a second time as missing.
 	bad map[*Block]map[string]bool
@@ -104,9 +107,16 @@ func (p *parser) file(name string, src []byte) {
 		p.stack = p.stack[:len(p.stack)-1]
 	}
 	if p.skip > skip {
-		p.errorf(name, 0, "a skipped block is not closed before the end of the file")
+		p.errorf(p.skipFile, p.skipLine, "<%s> is not closed before the end of %s", p.skipKind, name)
 		p.skip = skip
 	}
+}
+
+// startSkip skips the block just opened at file:n, already reported, so its
+// contents do not each produce an error.
+func (p *parser) startSkip(file string, n int, kind string) {
+	p.skip = 1
+	p.skipFile, p.skipLine, p.skipKind = file, n, kind
 }
 
 func stripComment(s string) string {
@@ -197,7 +207,7 @@ func (p *parser) openBlock(file string, n int, s string) {
 		default:
 			p.errorf(file, n, "unknown block <%s>%s", kind, suggest(kind, blockNames()))
 		}
-		p.skip = 1
+		p.startSkip(file, n, kind)
 		return
 	}
 	parent := p.top()
@@ -207,17 +217,17 @@ func (p *parser) openBlock(file string, n int, s string) {
 			where = "inside <" + parent.Kind + ">"
 		}
 		p.errorf(file, n, "<%s> is not allowed %s", kind, where)
-		p.skip = 1
+		p.startSkip(file, n, kind)
 		return
 	}
 	if arg == "" {
 		p.errorf(file, n, "<%s> needs an argument (%s)", kind, bk.Arg)
-		p.skip = 1
+		p.startSkip(file, n, kind)
 		return
 	}
 	b := newBlock(kind, arg, file, n)
 	if !p.register(parent, b) {
-		p.skip = 1
+		p.startSkip(file, n, kind)
 		return
 	}
 	p.stack = append(p.stack, b)
@@ -574,7 +584,13 @@ func (p *parser) finish(hostname func() (string, error)) {
 			}
 		}
 	}
+	c.poolsOf = map[string][]*Block{}
 	for _, pool := range c.pools {
+		for _, e := range pool.vals["virtual-mta"] {
+			if name := e.v.(string); !slices.Contains(c.poolsOf[name], pool) {
+				c.poolsOf[name] = append(c.poolsOf[name], pool)
+			}
+		}
 		if len(pool.vals["virtual-mta"]) == 0 && !p.bad[pool]["virtual-mta"] {
 			p.errorf(pool.File, pool.Line, "<virtual-mta-pool %s> has no virtual-mta", pool.Name)
 		}
