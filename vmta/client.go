@@ -405,14 +405,30 @@ func (c *conn) pipelined(dest *Destination, t *txn, reset bool, mail string, rcp
 		t.fail(t.idx, se)
 		return nil, se
 	}
+	// After a 421 the server hangs up: the replies still due never come,
+	// so the 421 stands for them.
+	var gone *Reply
+	if mrep.Code == 421 {
+		gone = &mrep
+	}
 	replies := make([]Reply, len(rcpts))
 	for i := range rcpts {
+		if gone != nil {
+			replies[i] = *gone
+			continue
+		}
 		replies[i], _, err = c.read(dest.CommandTimeout)
 		if err != nil {
 			se := c.ioErr(StageRcpt, "receiving the RCPT TO reply", err)
 			t.fail(t.idx, se)
 			return nil, se
 		}
+		if replies[i].Code == 421 {
+			gone = &replies[i]
+		}
+	}
+	if gone != nil {
+		return c.afterData(dest, t, mrep, replies, *gone)
 	}
 	drep, _, err := c.read(dest.CommandTimeout)
 	if err != nil {

@@ -211,19 +211,46 @@ func TestIdleTimeoutAndDeadCachedConnection(t *testing.T) {
 	}
 }
 
-func TestTooManyRecipientsSplitsTransactions(t *testing.T) {
-	s := newSink(t, sinkConfig{MaxRcpts: 2})
-	d := newTestDeliverer(t, Options{})
-	msg := testMsg(body1, "1@x.test", "2@x.test", "3@x.test", "4@x.test", "5@x.test")
-	res := d.Deliver(context.Background(), routeTo(s), msg)
-	for i, r := range res.Rcpts {
-		if !r.Delivered() {
-			t.Errorf("rcpt %d: %+v", i, r)
+// A cached session that passes the liveness check but whose server has
+// meanwhile given up (421 to the RSET) is replaced without a deferral.
+func TestStaleSessionRedialled(t *testing.T) {
+	for _, ignore := range []bool{false, true} {
+		s := newSink(t, sinkConfig{})
+		d := newTestDeliverer(t, Options{})
+		dest := routeTo(s)
+		dest.IgnorePipelining = ignore
+		d.Deliver(context.Background(), dest, testMsg(body1, "a@x.test"))
+		s.update(func(c *sinkConfig) { c.Rset = "421 4.4.2 idle too long" })
+		res := d.Deliver(context.Background(), dest, testMsg(body1, "b@x.test"))
+		if !res.Rcpts[0].Delivered() || res.Reused || res.Err != nil {
+			t.Errorf("pipelining off=%v: %+v reused=%v err=%v", ignore, res.Rcpts[0], res.Reused, res.Err)
+		}
+		if conns, txns, _, _ := s.stats(); conns != 2 || len(txns) != 2 {
+			t.Errorf("conns=%d txns=%d", conns, len(txns))
 		}
 	}
-	conns, txns, _, _ := s.stats()
-	if conns != 1 || len(txns) != 3 {
-		t.Errorf("conns=%d txns=%d, want 1, 3", conns, len(txns))
+}
+
+func TestTooManyRecipientsSplitsTransactions(t *testing.T) {
+	for _, ignore := range []bool{false, true} {
+		s := newSink(t, sinkConfig{MaxRcpts: 2, Rcpt: func(a string) string {
+			if a == "4@x.test" {
+				return "550 5.1.1 unknown"
+			}
+			return ""
+		}})
+		d := newTestDeliverer(t, Options{})
+		dest := routeTo(s)
+		dest.IgnorePipelining = ignore
+		msg := testMsg(body1, "1@x.test", "2@x.test", "3@x.test", "4@x.test", "5@x.test", "6@x.test")
+		res := d.Deliver(context.Background(), dest, msg)
+		if got := codes(res); !equalInts(got, []int{250, 250, 250, 550, 250, 250}) {
+			t.Errorf("pipelining off=%v: %+v", ignore, res.Rcpts)
+		}
+		conns, txns, _, _ := s.stats()
+		if conns != 1 || len(txns) != 3 {
+			t.Errorf("conns=%d txns=%d, want 1, 3", conns, len(txns))
+		}
 	}
 }
 
@@ -267,7 +294,7 @@ func TestAllRecipientsRefused(t *testing.T) {
 		t.Fatalf("%+v", res.Rcpts)
 	}
 	// The next message on the same session still goes through.
-	s.cfg.Rcpt = nil
+	s.update(func(c *sinkConfig) { c.Rcpt = nil })
 	res = d.Deliver(context.Background(), routeTo(s), testMsg(body1, "c@x.test"))
 	if !res.Rcpts[0].Delivered() || !res.Reused {
 		t.Fatalf("%+v reused=%v", res.Rcpts, res.Reused)
@@ -275,23 +302,26 @@ func TestAllRecipientsRefused(t *testing.T) {
 }
 
 func TestRcpt421ClosesSession(t *testing.T) {
-	s := newSink(t, sinkConfig{Rcpt: func(a string) string {
-		if a == "b@x.test" {
-			return "421 4.3.2 shutting down"
+	for _, ignore := range []bool{false, true} {
+		s := newSink(t, sinkConfig{Rcpt: func(a string) string {
+			switch a {
+			case "b@x.test":
+				return "550 5.1.1 unknown"
+			case "c@x.test":
+				return "421 4.3.2 shutting down"
+			}
+			return ""
+		}})
+		d := newTestDeliverer(t, Options{})
+		dest := routeTo(s)
+		dest.IgnorePipelining = ignore
+		res := d.Deliver(context.Background(), dest, testMsg(body1, "a@x.test", "b@x.test", "c@x.test", "d@x.test"))
+		if got := codes(res); !equalInts(got, []int{421, 550, 421, 421}) {
+			t.Errorf("pipelining off=%v: %+v", ignore, res.Rcpts)
 		}
-		return ""
-	}})
-	d := newTestDeliverer(t, Options{})
-	dest := routeTo(s)
-	dest.IgnorePipelining = true
-	res := d.Deliver(context.Background(), dest, testMsg(body1, "a@x.test", "b@x.test", "c@x.test"))
-	for i, r := range res.Rcpts {
-		if r.Reply.Code/100 != 4 {
-			t.Errorf("rcpt %d: %+v", i, r)
+		if d.IdleConns() != 0 || res.Err == nil {
+			t.Errorf("session cached after 421 (err %v)", res.Err)
 		}
-	}
-	if d.IdleConns() != 0 {
-		t.Error("session cached after 421")
 	}
 }
 

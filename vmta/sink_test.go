@@ -46,6 +46,8 @@ type sinkConfig struct {
 	CloseAfterGreeting bool
 	// NoRecord keeps no transactions (benchmarks).
 	NoRecord bool
+	// Rset is the reply to RSET ("" = 250).
+	Rset string
 }
 
 var defaultExt = []string{"PIPELINING", "SIZE 10240000", "8BITMIME", "SMTPUTF8", "DSN", "ENHANCEDSTATUSCODES"}
@@ -148,20 +150,34 @@ func or(s, def string) string {
 	return s
 }
 
+// update changes the script while clients are connected.
+func (s *sink) update(f func(*sinkConfig)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f(&s.cfg)
+}
+
+func (s *sink) config() sinkConfig {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg
+}
+
 func (s *sink) serve(nc net.Conn, n int) {
+	cfg := s.config()
 	r := bufio.NewReader(nc)
 	w := bufio.NewWriter(nc)
 	reply := func(line string) bool {
 		w.WriteString(line + "\r\n")
 		return w.Flush() == nil
 	}
-	if !reply(or(s.cfg.Greeting, "220 sink.test ESMTP")) {
+	if !reply(or(cfg.Greeting, "220 sink.test ESMTP")) {
 		return
 	}
-	if s.cfg.CloseAfterGreeting {
+	if cfg.CloseAfterGreeting {
 		return
 	}
-	if strings.HasPrefix(or(s.cfg.Greeting, "220"), "4") || strings.HasPrefix(s.cfg.Greeting, "5") {
+	if strings.HasPrefix(or(cfg.Greeting, "220"), "4") || strings.HasPrefix(cfg.Greeting, "5") {
 		// Keep reading until QUIT like a real server would.
 		for {
 			l, err := r.ReadString('\n')
@@ -175,11 +191,11 @@ func (s *sink) serve(nc net.Conn, n int) {
 			reply("503 5.5.1 no service")
 		}
 	}
-	ext := s.cfg.Ext
+	ext := cfg.Ext
 	if ext == nil {
 		ext = defaultExt
 	}
-	if s.cfg.TLS != nil || s.cfg.BadTLS {
+	if cfg.TLS != nil || cfg.BadTLS {
 		ext = append(append([]string(nil), ext...), "STARTTLS")
 	}
 	var cur *sinkTxn
@@ -189,14 +205,15 @@ func (s *sink) serve(nc net.Conn, n int) {
 		if err != nil {
 			return
 		}
-		if s.cfg.Hang {
+		if cfg.Hang {
 			continue
 		}
+		cfg = s.config()
 		line = strings.TrimRight(line, "\r\n")
 		verb := strings.ToUpper(line)
 		switch {
 		case strings.HasPrefix(verb, "EHLO"):
-			if s.cfg.NoEHLO {
+			if cfg.NoEHLO {
 				reply("502 5.5.2 EHLO not implemented")
 				continue
 			}
@@ -218,11 +235,11 @@ func (s *sink) serve(nc net.Conn, n int) {
 			reply("250 sink.test")
 		case verb == "STARTTLS":
 			reply("220 2.0.0 go ahead")
-			if s.cfg.BadTLS {
+			if cfg.BadTLS {
 				nc.Write([]byte("this is not TLS\r\n"))
 				return
 			}
-			tc := tls.Server(nc, s.cfg.TLS)
+			tc := tls.Server(nc, cfg.TLS)
 			tc.SetDeadline(time.Now().Add(5 * time.Second))
 			if err := tc.Handshake(); err != nil {
 				return
@@ -235,7 +252,7 @@ func (s *sink) serve(nc net.Conn, n int) {
 		case strings.HasPrefix(verb, "MAIL FROM:"):
 			b, _ := r.Peek(r.Buffered())
 			cur = &sinkTxn{Conn: n, MailLine: line, TLS: inTLS, Pipelined: bytes.Contains(b, []byte("DATA\r\n"))}
-			rep := or(s.cfg.Mail, "250 2.1.0 ok")
+			rep := or(cfg.Mail, "250 2.1.0 ok")
 			if !strings.HasPrefix(rep, "2") {
 				cur = nil
 			}
@@ -249,10 +266,10 @@ func (s *sink) serve(nc net.Conn, n int) {
 			addr := line[len("RCPT TO:<"):]
 			addr = addr[:strings.IndexByte(addr, '>')]
 			rep := "250 2.1.5 ok"
-			if s.cfg.Rcpt != nil {
-				rep = or(s.cfg.Rcpt(addr), rep)
+			if cfg.Rcpt != nil {
+				rep = or(cfg.Rcpt(addr), rep)
 			}
-			if s.cfg.MaxRcpts > 0 && len(cur.Rcpts) >= s.cfg.MaxRcpts {
+			if cfg.MaxRcpts > 0 && len(cur.Rcpts) >= cfg.MaxRcpts {
 				rep = "452 4.5.3 Error: too many recipients"
 			}
 			if strings.HasPrefix(rep, "2") {
@@ -267,7 +284,7 @@ func (s *sink) serve(nc net.Conn, n int) {
 				reply("554 5.5.1 no valid recipients")
 				continue
 			}
-			rep := or(s.cfg.Data, "354 go ahead")
+			rep := or(cfg.Data, "354 go ahead")
 			reply(rep)
 			if !strings.HasPrefix(rep, "354") {
 				cur = nil
@@ -285,8 +302,8 @@ func (s *sink) serve(nc net.Conn, n int) {
 				raw = append(raw, l...)
 			}
 			cur.Raw = raw
-			rep = or(s.cfg.Dot, "250 2.0.0 queued as SINK")
-			if strings.HasPrefix(rep, "2") && !s.cfg.NoRecord {
+			rep = or(cfg.Dot, "250 2.0.0 queued as SINK")
+			if strings.HasPrefix(rep, "2") && !cfg.NoRecord {
 				s.mu.Lock()
 				s.txns = append(s.txns, *cur)
 				s.mu.Unlock()
@@ -298,7 +315,11 @@ func (s *sink) serve(nc net.Conn, n int) {
 			s.rsets++
 			s.mu.Unlock()
 			cur = nil
-			reply("250 2.0.0 ok")
+			rep := or(cfg.Rset, "250 2.0.0 ok")
+			reply(rep)
+			if strings.HasPrefix(rep, "421") {
+				return
+			}
 		case verb == "QUIT":
 			s.mu.Lock()
 			s.quits++
