@@ -1,7 +1,6 @@
 package bounce
 
 import (
-	"regexp"
 	"strconv"
 	"strings"
 )
@@ -81,12 +80,12 @@ func Classify(code int, enhanced, text string) Class {
 			// wants the classes to agree; of the two, believing the
 			// temporary one can only delay mail, never lose it.
 			out = Deferred
-		case temporaryText.MatchString(text):
+		case containsAny(strings.ToLower(text), temporaryWords):
 			// Some receivers send a 5xx with "try again later" or
 			// "temporarily" (greylisting and rate limits behind badly
 			// configured front ends); their own words say retry.
 			out = Deferred
-		case code == 552 && tooManyRcpts.MatchString(text):
+		case code == 552 && strings.Contains(strings.ToLower(text), "too many recipients"):
 			// RFC 5321 4.5.3.1.10: a 552 for too many recipients must be
 			// treated as 452, retried in a later transaction.
 			out = Deferred
@@ -111,10 +110,18 @@ func Classify(code int, enhanced, text string) Class {
 	return Class{Outcome: out, Status: st, Category: DefaultCategory(st, text)}
 }
 
-var (
-	temporaryText = regexp.MustCompile(`(?i)\btry (again )?later\b|\btemporar(il)?y\b|\bplease retry\b|\bgr[ae]ylist`)
-	tooManyRcpts  = regexp.MustCompile(`(?i)too many recipients`)
-)
+// temporaryWords in a 5xx reply mean the receiver wants a retry.
+var temporaryWords = []string{"try again later", "try later", "temporarily", "temporary", "please retry",
+	"greylist", "graylist"}
+
+func containsAny(s string, words []string) bool {
+	for _, w := range words {
+		if strings.Contains(s, w) {
+			return true
+		}
+	}
+	return false
+}
 
 // withClass returns enhanced with its class replaced by cls, or, when there
 // is no enhanced code, one synthesized from the basic code.
