@@ -70,9 +70,9 @@ const Close = "<close>"
 // Call is what Options.Func is told about the command being answered.
 type Call struct {
 	Stage Stage
-	Arg   string // the command's argument (address for MAIL/RCPT), "" for greeting/after-data
-	Conn  int    // connection id, from 1
-	Msg   *Message
+	Arg   string   // the command's argument (address for MAIL/RCPT), "" for greeting/after-data
+	Conn  int      // connection id, from 1
+	Msg   *Message // the transaction so far, read-only; nil outside one
 }
 
 // Options configure a sink. The zero value is a permissive ESMTP server on

@@ -599,6 +599,67 @@ func needPerlSSL(t *testing.T) {
 	t.Skip("swaks cannot do TLS: libnet-ssleay-perl is not installed")
 }
 
+// TestSmtpSource drives the sink with Postfix's load generator: parallel
+// sessions must all be recorded and show up in the concurrency peak.
+func TestSmtpSource(t *testing.T) {
+	src := testutil.NeedCommand(t, "smtp-source")
+	s := Start(t, Options{})
+	out, err := exec.Command(src, "-s", "4", "-m", "40", "-l", "2000", "-f", "load@example.org", "-t", "sink@example.net", s.Addr()).CombinedOutput()
+	if err != nil {
+		t.Fatalf("smtp-source: %v\n%s", err, out)
+	}
+	ms, err := s.WaitMessages(40, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		if m.From != "load@example.org" || len(m.Recipients()) != 1 || len(m.Data) < 2000 {
+			t.Fatalf("message = %+v (%d bytes)", m, len(m.Data))
+		}
+	}
+	if p := s.MaxConcurrent(); p < 1 || p > 4 {
+		t.Errorf("MaxConcurrent = %d, want 1..4", p)
+	}
+	if n := len(s.Connections()); n != 40 {
+		t.Errorf("%d connections, want one per message (40)", n)
+	}
+}
+
+// FuzzSession feeds arbitrary client bytes to a sink: it must neither
+// panic nor hang, whatever the client sends.
+func FuzzSession(f *testing.F) {
+	for _, s := range []string{
+		"EHLO a\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nx\r\n.\r\nQUIT\r\n",
+		"EHLO a\r\nMAIL FROM:<a@b> SIZE=9999999999999999999999\r\nRCPT TO:<c@d> NOTIFY=\r\nBDAT 3 LAST\r\nabcQUIT\r\n",
+		"EHLO a\r\nAUTH PLAIN\r\n=\r\nAUTH LOGIN\r\n*\r\nSTARTTLS\r\n\x16\x03\x01",
+		"HELO a\nMAIL FROM:<\"a>b\"@c>\nRCPT TO:<@x,@y:z@w>\nDATA\n.\n\r\n.\r\n",
+		"BDAT 99999999999\r\n",
+		"\x00\xff\r\n" + strings.Repeat("A", 5000) + "\r\n",
+	} {
+		f.Add(s)
+	}
+	s, err := New(Options{Ext: DefaultExt | StartTLS | Auth, AuthUser: "u", AuthPass: "p", IdleTimeout: 2 * time.Second})
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer s.Close()
+	f.Fuzz(func(t *testing.T, in string) {
+		c, err := net.Dial("tcp", s.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		go func() {
+			io.WriteString(c, in)
+			c.(*net.TCPConn).CloseWrite()
+		}()
+		if _, err := io.Copy(io.Discard, c); err != nil {
+			t.Fatalf("sink did not finish the conversation: %v", err)
+		}
+	})
+}
+
 func FuzzParsePath(f *testing.F) {
 	for _, s := range []string{"<a@b>", "<> SIZE=1", `<"a>b"@c> X`, "<@r1,@r2:u@d>", "<a@b", "a@b", "<a@b>x", `<"\>"@x>`} {
 		f.Add(s)
