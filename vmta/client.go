@@ -55,6 +55,10 @@ type sessErr struct {
 	tlsFailed bool
 	// final: no other host is tried (5xx greeting with BounceOn5xxGreeting).
 	final bool
+	// The host it happened with, when there was one.
+	host string
+	ip   netip.Addr
+	port int
 }
 
 func (e *sessErr) Error() string {

@@ -174,6 +174,7 @@ func (d *Deliverer) Deliver(ctx context.Context, dest Destination, msg *Message)
 				if se.final {
 					t.fail(all, se)
 					res.Err = se
+					res.Host, res.IP, res.Port = se.host, se.ip, se.port
 					return res
 				}
 				continue
@@ -197,6 +198,7 @@ func (d *Deliverer) Deliver(ctx context.Context, dest Destination, msg *Message)
 	}
 	t.fail(all, last)
 	res.Err = last
+	res.Host, res.IP, res.Port = last.host, last.ip, last.port
 	return res
 }
 
@@ -210,7 +212,9 @@ func (d *Deliverer) open(ctx context.Context, dest *Destination, tg target, ip n
 	nc, err := d.opt.Dial(dctx, dest.SourceIP, netip.AddrPortFrom(ip, uint16(tg.port)))
 	cancel()
 	if err != nil {
-		return nil, connectErr(tg.name, ip, tg.port, err)
+		se := connectErr(tg.name, ip, tg.port, err)
+		se.host, se.ip, se.port = tg.name, ip, tg.port
+		return nil, se
 	}
 	c := newConn(nc)
 	c.key, c.host, c.ip, c.port, c.src = d.key(dest, tg), tg.name, ip, tg.port, dest.SourceIP
@@ -225,6 +229,7 @@ func (d *Deliverer) open(ctx context.Context, dest *Destination, tg target, ip n
 	stop()
 	if se != nil {
 		c.quit()
+		se.host, se.ip, se.port = tg.name, ip, tg.port
 		return nil, se
 	}
 	return c, nil

@@ -353,8 +353,8 @@ func TestGreetingFailures(t *testing.T) {
 					t.Errorf("got %+v", r)
 				}
 			}
-			if res.Err == nil {
-				t.Error("Err = nil")
+			if res.Err == nil || res.Host != "127.0.0.1" || res.Port != s.port() {
+				t.Errorf("Err = %v, host %s port %d", res.Err, res.Host, res.Port)
 			}
 		})
 	}
