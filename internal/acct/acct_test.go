@@ -308,7 +308,8 @@ func TestFieldList(t *testing.T) {
 		{"*,!timeLogged,!dsnStatus", "type,orig,rcpt"},
 		{"*,header_X-Job,queueId", "type,timeLogged,orig,rcpt,dsnStatus,header_X-Job,queueId"},
 		{" orig , , rcpt ", "type,orig,rcpt"},
-		{"!orig,orig", "type,orig"},
+		{"!orig,orig", "type"},
+		{"*,!orig,*,!rcpt", "type,timeLogged,dsnStatus"}, // two record-fields lines joined
 	} {
 		got, err := FieldList(short, tc.spec)
 		if err != nil || strings.Join(got, ",") != tc.want {

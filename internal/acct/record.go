@@ -321,10 +321,13 @@ func isCtl(r rune) bool { return r < 0x20 || r == 0x7f }
 
 // FieldList resolves a record-fields spec against a default list:
 // "*" is every default field, "!name" removes one, "name" adds one
-// (a known field or header_NAME). "type" always comes first.
+// (a known field or header_NAME). "type" always comes first. Removals win
+// wherever they stand, so specs from several record-fields lines can be
+// joined with "," without one's "*" undoing another's "!name".
 func FieldList(defaults []string, spec string) ([]string, error) {
 	var out []string
 	has := map[string]bool{}
+	drop := map[string]bool{}
 	add := func(f string) {
 		if !has[f] {
 			has[f] = true
@@ -336,7 +339,6 @@ func FieldList(defaults []string, spec string) ([]string, error) {
 		item = strings.TrimSpace(item)
 		switch {
 		case item == "":
-			continue
 		case item == "*":
 			for _, f := range defaults {
 				add(f)
@@ -349,15 +351,7 @@ func FieldList(defaults []string, spec string) ([]string, error) {
 			if !knownField(name) {
 				return nil, fmt.Errorf("acct: unknown field %q", name)
 			}
-			if has[name] {
-				delete(has, name)
-				for i, f := range out {
-					if f == name {
-						out = append(out[:i], out[i+1:]...)
-						break
-					}
-				}
-			}
+			drop[name] = true
 		default:
 			if !knownField(item) {
 				return nil, fmt.Errorf("acct: unknown field %q", item)
@@ -365,7 +359,13 @@ func FieldList(defaults []string, spec string) ([]string, error) {
 			add(item)
 		}
 	}
-	return out, nil
+	kept := out[:0]
+	for _, f := range out {
+		if !drop[f] {
+			kept = append(kept, f)
+		}
+	}
+	return kept, nil
 }
 
 func knownField(name string) bool {
