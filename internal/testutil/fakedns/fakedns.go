@@ -177,6 +177,16 @@ func (s *Server) AddTXT(name, txt string) {
 	s.addRR(&dns.TXT{Hdr: hdr(name, dns.TypeTXT), Txt: parts})
 }
 
+// AddPTR adds the reverse record of ip (in-addr.arpa or ip6.arpa) naming host.
+func (s *Server) AddPTR(ip, host string) error {
+	rev, err := dns.ReverseAddr(ip)
+	if err != nil {
+		return fmt.Errorf("fakedns: PTR for %q: %w", ip, err)
+	}
+	s.addRR(&dns.PTR{Hdr: hdr(rev, dns.TypePTR), Ptr: dns.Fqdn(host)})
+	return nil
+}
+
 // SetRcode answers every query for name with rcode, e.g.
 // dns.RcodeServerFailure or dns.RcodeNameError; 0 clears it.
 func (s *Server) SetRcode(name string, rcode int) {

@@ -138,6 +138,27 @@ func TestTruncationOverUDP(t *testing.T) {
 	}
 }
 
+func TestPTR(t *testing.T) {
+	s := Start(t)
+	if err := s.AddPTR("127.0.0.2", "client.example.org"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddPTR("::1", "localhost"); err != nil {
+		t.Fatal(err)
+	}
+	if s.AddPTR("not-an-ip", "x") == nil {
+		t.Error("bad IP accepted")
+	}
+	r, err := ask(t, s, "udp", "2.0.0.127.in-addr.arpa", dns.TypePTR)
+	if err != nil || answers(r) != "2.0.0.127.in-addr.arpa. PTR client.example.org." {
+		t.Errorf("PTR = %q, %v", answers(r), err)
+	}
+	rev, _ := dns.ReverseAddr("::1")
+	if r, err := ask(t, s, "tcp", rev, dns.TypePTR); err != nil || len(r.Answer) != 1 {
+		t.Errorf("IPv6 PTR: %v %v", r, err)
+	}
+}
+
 func TestAddRejectsBadRecord(t *testing.T) {
 	s := Start(t)
 	if err := s.Add("example.com. MX ten mx."); err == nil {
