@@ -378,24 +378,60 @@ func (t *txn) fail(idx []int, se *sessErr) {
 // pipelined sends [RSET] MAIL RCPT... DATA in one write and reads the
 // replies in one wait (RFC 2920 3.1).
 func (c *conn) pipelined(dest *Destination, t *txn, reset bool, mail string, rcpts []string) ([]int, error) {
+	var batch []byte
 	if reset {
-		c.w.WriteString("RSET\r\n")
+		batch = append(batch, "RSET\r\n"...)
 	}
-	c.w.WriteString(mail)
-	c.w.WriteString("\r\n")
+	batch = append(append(batch, mail...), "\r\n"...)
 	for _, r := range rcpts {
-		c.w.WriteString(r)
-		c.w.WriteString("\r\n")
+		batch = append(append(batch, r...), "\r\n"...)
 	}
-	c.w.WriteString("DATA\r\n")
-	if err := c.flush(dest.CommandTimeout); err != nil {
-		if reset {
-			return nil, errStale
+	batch = append(batch, "DATA\r\n"...)
+	if len(batch) <= maxSyncBatch {
+		c.w.Write(batch)
+		if err := c.flush(dest.CommandTimeout); err != nil {
+			if reset {
+				return nil, errStale
+			}
+			se := c.ioErr(StageMail, "sending MAIL FROM", err)
+			t.fail(t.idx, se)
+			return nil, se
 		}
-		se := c.ioErr(StageMail, "sending MAIL FROM", err)
-		t.fail(t.idx, se)
-		return nil, se
+	} else {
+		// RFC 2920 5: a batch larger than the socket buffers deadlocks if
+		// the server's replies are not read while it is written, so a big
+		// one is written by a goroutine while the replies are read here.
+		// It is still one write and one wait.
+		errc := make(chan error, 1)
+		c.nc.SetWriteDeadline(time.Now().Add(dest.CommandTimeout))
+		go func() {
+			_, err := c.w.Write(batch)
+			if err == nil {
+				err = c.w.Flush()
+			}
+			errc <- err
+		}()
+		done := false
+		wait := func() {
+			if !done {
+				done = true
+				if <-errc != nil {
+					c.broken = true
+				}
+			}
+		}
+		defer wait() // before c.w is used again
+		return c.readPipelined(dest, t, reset, len(rcpts), wait)
 	}
+	return c.readPipelined(dest, t, reset, len(rcpts), func() {})
+}
+
+// maxSyncBatch is the largest command batch written before reading replies.
+const maxSyncBatch = 8 << 10
+
+// readPipelined reads the replies to a pipelined batch; writeDone waits for
+// the batch to be written before the content is sent.
+func (c *conn) readPipelined(dest *Destination, t *txn, reset bool, nrcpt int, writeDone func()) ([]int, error) {
 	if reset {
 		rep, _, err := c.read(dest.CommandTimeout)
 		if err != nil || rep.Code != 250 {
@@ -415,8 +451,8 @@ func (c *conn) pipelined(dest *Destination, t *txn, reset bool, mail string, rcp
 	if mrep.Code == 421 {
 		gone = &mrep
 	}
-	replies := make([]Reply, len(rcpts))
-	for i := range rcpts {
+	replies := make([]Reply, nrcpt)
+	for i := range replies {
 		if gone != nil {
 			replies[i] = *gone
 			continue
@@ -432,11 +468,18 @@ func (c *conn) pipelined(dest *Destination, t *txn, reset bool, mail string, rcp
 		}
 	}
 	if gone != nil {
+		writeDone()
 		return c.afterData(dest, t, mrep, replies, *gone)
 	}
 	drep, _, err := c.read(dest.CommandTimeout)
 	if err != nil {
 		se := c.ioErr(StageData, "receiving the DATA reply", err)
+		t.fail(t.idx, se)
+		return nil, se
+	}
+	writeDone()
+	if c.broken {
+		se := c.ioErr(StageData, "sending the commands", errors.New("write failed"))
 		t.fail(t.idx, se)
 		return nil, se
 	}

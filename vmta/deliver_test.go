@@ -656,3 +656,32 @@ func TestLargeBodyAcrossChunks(t *testing.T) {
 		t.Errorf("body mismatch: %d bytes, want %d", len(txns[0].Raw), len(want))
 	}
 }
+
+// TestLargePipelinedBatch: thousands of recipients are still one write and
+// one wait, written while the replies are read (RFC 2920 5 deadlock).
+func TestLargePipelinedBatch(t *testing.T) {
+	s := newSink(t, sinkConfig{})
+	md := &mapDial{}
+	d := newTestDeliverer(t, Options{Dial: md.dial})
+	var rcpts []string
+	for i := 0; i < 3000; i++ {
+		rcpts = append(rcpts, "user"+strconv.Itoa(i)+"@a-rather-long-domain-name.example.net")
+	}
+	res := d.Deliver(context.Background(), routeTo(s), testMsg(body1, rcpts...))
+	for i, r := range res.Rcpts {
+		if !r.Delivered() {
+			t.Fatalf("rcpt %d: %+v", i, r)
+		}
+	}
+	_, txns, _, _ := s.stats()
+	if len(txns) != 1 || len(txns[0].Rcpts) != 3000 {
+		t.Fatalf("%d transactions", len(txns))
+	}
+	if w := md.conns[0].Writes(); w != 3 {
+		t.Errorf("client writes = %d, want 3 (EHLO, batch, content)", w)
+	}
+	// And the session is reusable afterwards.
+	if res := d.Deliver(context.Background(), routeTo(s), testMsg(body1, "a@x.test")); !res.Reused || !res.Rcpts[0].Delivered() {
+		t.Errorf("after a large batch: %+v", res)
+	}
+}
