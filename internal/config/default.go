@@ -2,14 +2,22 @@ package config
 
 import (
 	"fmt"
+	"os/user"
 	"path/filepath"
 )
 
 // DefaultConfig returns the config `make run` starts with: SMTP on
 // 127.0.0.1:2525, spool, log, accounting and control socket under varDir,
 // relaying from 127.0.0.0/8 only, and one <domain *>.
+//
+// It runs as the user who asked for it: a development daemon must not
+// depend on a `sluice` account existing.
 func DefaultConfig(varDir string) string {
 	j := func(name string) string { return filepath.Join(varDir, name) }
+	runAs := "sluice"
+	if u, err := user.Current(); err == nil {
+		runAs = u.Username
+	}
 	return fmt.Sprintf(`# sluice development config, written by sluiced --print-default-config.
 # Directives are described in sluice.conf(5).
 
@@ -19,6 +27,7 @@ smtp-listener 127.0.0.1:2525
 spool %s
 log-file %s
 control-socket %s
+run-as-user %s
 
 # Loopback clients may relay; everyone else may only send to relay-domain.
 <source 127.0.0.0/8>
@@ -40,5 +49,5 @@ control-socket %s
     retry-after 10m
     bounce-after 4d12h
 </domain>
-`, j("spool"), j("log/sluice.log"), j("run/control.sock"), j("log/acct.csv"))
+`, j("spool"), j("log/sluice.log"), j("run/control.sock"), runAs, j("log/acct.csv"))
 }

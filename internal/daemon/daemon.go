@@ -1,0 +1,312 @@
+// Package daemon wires sluiced together: config, spool, inbound SMTP, the
+// queue manager and the outbound client, logs and accounting, signals and
+// privilege. It holds the glue and nothing else; every policy lives in the
+// package that owns it.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/sluicemta/sluice/internal/config"
+	"github.com/sluicemta/sluice/internal/qmgr"
+	"github.com/sluicemta/sluice/internal/resolve"
+	"github.com/sluicemta/sluice/internal/smtpd"
+	"github.com/sluicemta/sluice/spool"
+	"github.com/sluicemta/sluice/vmta"
+)
+
+// Options are what the main hands over.
+type Options struct {
+	ConfigPath string
+	// Stderr receives start-up and fatal messages before the log file is open.
+	Stderr *os.File
+}
+
+// ConfigError is a start-up failure caused by the config file (exit 78).
+type ConfigError struct{ Err error }
+
+func (e *ConfigError) Error() string { return e.Err.Error() }
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// Daemon is one running sluiced.
+type Daemon struct {
+	opt   Options
+	store *config.Store
+	logs  *logs
+	sp    *spool.Spool
+	smtp  *smtpd.Server
+	qm    *qmgr.Manager
+	dlv   *vmta.Deliverer
+	ctl   *control
+
+	stopQmgr context.CancelFunc
+	qmDone   chan struct{}
+}
+
+// Run starts the daemon and blocks until SIGTERM/SIGINT or ctx ends, then
+// stops gracefully. SIGHUP reloads the config and reopens the logs.
+func Run(ctx context.Context, opt Options) error {
+	cfg, err := config.Load(opt.ConfigPath)
+	if err != nil {
+		return &ConfigError{Err: err}
+	}
+	d := &Daemon{opt: opt, store: config.NewStore(cfg)}
+	if err := d.start(cfg); err != nil {
+		d.close()
+		return err
+	}
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	for {
+		select {
+		case <-ctx.Done():
+			return d.stop()
+		case s := <-sigs:
+			if s == syscall.SIGHUP {
+				d.reload()
+				continue
+			}
+			d.logs.Printf("sluiced", "stopping on %v", s)
+			return d.stop()
+		}
+	}
+}
+
+func (d *Daemon) start(cfg *config.Config) error {
+	g := cfg.Global()
+	var err error
+	if d.logs, err = openLogs(cfg); err != nil {
+		return err
+	}
+
+	d.smtp, err = smtpd.New(d.smtpSettings(cfg), &queueAdapter{d: d})
+	if err != nil {
+		return fmt.Errorf("smtpd: %w", err)
+	}
+	// Bind first: port 25 may need root, which is given up right after.
+	if err := d.smtp.Listen(); err != nil {
+		return err
+	}
+	ctlPath := g.String("control-socket")
+	if d.ctl, err = listenControl(ctlPath, d); err != nil {
+		return err
+	}
+	if err := dropPrivileges(g.String("run-as-user")); err != nil {
+		return err
+	}
+
+	d.sp, err = spool.Open(g.String("spool"), spool.Options{Logf: func(f string, a ...any) { d.logs.Printf("spool", f, a...) }})
+	if err != nil {
+		return fmt.Errorf("spool %s: %w", g.String("spool"), err)
+	}
+
+	d.dlv = vmta.NewDeliverer(vmta.Options{
+		Resolver: resolve.New(resolve.Options{}),
+		Logf:     func(f string, a ...any) { d.logs.Printf("smtp", f, a...) },
+	})
+	d.qm = qmgr.New(qmgr.Options{
+		Spool:    d.sp,
+		Config:   d.store.Current,
+		Deliver:  d.dlv,
+		Recorder: d.logs,
+		Logf:     func(f string, a ...any) { d.logs.Printf("qmgr", f, a...) },
+	})
+	qctx, cancel := context.WithCancel(context.Background())
+	d.stopQmgr = cancel
+	d.qmDone = make(chan struct{})
+	go func() {
+		defer close(d.qmDone)
+		if err := d.qm.Run(qctx); err != nil {
+			d.logs.Printf("qmgr", "stopped: %v", err)
+		}
+	}()
+	go d.ctl.serve()
+	go func() {
+		if err := d.smtp.Serve(); err != nil {
+			d.logs.Printf("smtpd", "serve: %v", err)
+		}
+	}()
+	d.logs.Printf("sluiced", "started: config %s, spool %s, listening on %s", cfg.File(), g.String("spool"), listenerList(d.smtp))
+	return nil
+}
+
+func listenerList(s *smtpd.Server) string {
+	var out []string
+	for _, a := range s.Addrs() {
+		out = append(out, a.String())
+	}
+	return strings.Join(out, ", ")
+}
+
+// reload validates the file and swaps the snapshot in; an invalid file
+// leaves the running config in force. Logs are reopened either way.
+func (d *Daemon) reload() {
+	path := d.store.Current().File()
+	if err := d.store.Reload(path); err != nil {
+		d.logs.Printf("sluiced", "reload of %s refused, running config kept: %v", path, err)
+	} else {
+		if err := d.smtp.Update(d.smtpSettings(d.store.Current())); err != nil {
+			d.logs.Printf("sluiced", "reload: smtpd settings: %v", err)
+		}
+		d.logs.Printf("sluiced", "reloaded %s", path)
+	}
+	d.reopenLogs()
+}
+
+func (d *Daemon) reopenLogs() {
+	if err := d.logs.Reopen(d.store.Current()); err != nil {
+		fmt.Fprintf(os.Stderr, "sluiced: reopen logs: %v\n", err)
+	}
+}
+
+// stop ends inbound service first (no new acceptances), then delivery
+// (in-flight attempts end and are deferred), then closes the spool.
+func (d *Daemon) stop() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var errs []error
+	if d.smtp != nil {
+		if err := d.smtp.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("smtpd shutdown: %w", err))
+		}
+	}
+	if d.stopQmgr != nil {
+		d.stopQmgr()
+		<-d.qmDone
+	}
+	errs = append(errs, d.close())
+	return errors.Join(errs...)
+}
+
+func (d *Daemon) close() error {
+	var errs []error
+	if d.ctl != nil {
+		d.ctl.close()
+	}
+	if d.dlv != nil {
+		d.dlv.Close()
+	}
+	if d.sp != nil {
+		if err := d.sp.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("spool close: %w", err))
+		}
+	}
+	if d.logs != nil {
+		d.logs.Close()
+	}
+	return errors.Join(errs...)
+}
+
+// smtpSettings maps the config snapshot onto the SMTP server's settings.
+func (d *Daemon) smtpSettings(cfg *config.Config) smtpd.Settings {
+	g := cfg.Global()
+	s := smtpd.Settings{
+		Hostname:    g.String("host-name"),
+		TotalMaxIn:  int(g.Int("total-max-smtp-in")),
+		MaxReceived: int(g.Int("max-received-headers")),
+		PolicyFor: func(ip netip.Addr, user string) smtpd.Policy {
+			return policyFor(cfg, ip, user)
+		},
+		LocalDomain: func(domain string) bool {
+			for _, rd := range g.Strings("relay-domain") {
+				if strings.EqualFold(strings.TrimSuffix(rd, "."), domain) {
+					return true
+				}
+			}
+			return false
+		},
+		Log: d.logSMTP,
+	}
+	// Per-IP limits live in <source 0/0>: the catch-all is where PowerMTA
+	// operators put server-wide inbound settings.
+	any := cfg.Source(netip.IPv4Unspecified(), "")
+	s.MaxPerIP = int(any.Int("max-smtp-in-per-ip"))
+	if r := any.Rate("max-connect-rate-per-ip"); !r.Unlimited() {
+		s.ConnRatePerIP = smtpd.Rate{N: r.N, Per: r.Per}
+	}
+	if r := any.Rate("smtp-max-auth-failure-rate"); !r.Unlimited() {
+		s.AuthFailureRate = smtpd.Rate{N: r.N, Per: r.Per}
+	}
+	if g.IsSet("smtp-server-tls-certificate") {
+		ck := g.CertKey("smtp-server-tls-certificate")
+		s.CertFile, s.KeyFile = ck.CertFile, ck.KeyFile
+	}
+	for _, l := range cfg.Listeners() {
+		s.Listeners = append(s.Listeners, smtpd.Listener{Addr: l.Network(), Mode: smtpd.Plain})
+	}
+	if len(cfg.SMTPUsers()) > 0 {
+		s.CheckPassword = func(user, pass string) bool {
+			u := cfg.SMTPUser(user)
+			if u == nil {
+				// Spend the same time as a real check, so user names cannot be probed.
+				bcrypt.CompareHashAndPassword(dummyHash, []byte(pass))
+				return false
+			}
+			return bcrypt.CompareHashAndPassword([]byte(u.String("password")), []byte(pass)) == nil
+		}
+	}
+	return s
+}
+
+var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("sluice-dummy"), bcrypt.DefaultCost)
+
+// policyFor maps the <source> settings that apply to a client.
+func policyFor(cfg *config.Config, ip netip.Addr, user string) smtpd.Policy {
+	b := cfg.Source(ip, user)
+	return smtpd.Policy{
+		Relay:                     b.Bool("always-allow-relaying") || user != "",
+		RequireAuth:               b.Bool("require-auth"),
+		Refuse:                    !b.Bool("smtp-service"),
+		MaxMessageSize:            b.Size("max-message-size"),
+		MaxRcpts:                  int(b.Int("max-rcpt-per-message")),
+		AddReceived:               b.Bool("add-received-header"),
+		AddMessageID:              b.Bool("add-message-id-header"),
+		AddDate:                   b.Bool("add-date-header"),
+		AllowStartTLS:             b.Bool("allow-starttls"),
+		AllowPlainAuthUnencrypted: b.Bool("allow-unencrypted-plain-auth"),
+		DefaultVMTA:               b.String("default-virtual-mta"),
+	}
+}
+
+// queueAdapter puts smtpd's accepted messages into the spool.
+type queueAdapter struct{ d *Daemon }
+
+func (q *queueAdapter) Enqueue(ctx context.Context, env *smtpd.Envelope, content []byte) error {
+	m := &spool.Message{
+		ID:       env.ID,
+		Arrival:  env.Received,
+		Sender:   env.From,
+		Ret:      env.Ret,
+		EnvID:    env.EnvID,
+		SMTPUTF8: env.SMTPUTF8,
+		Body:     env.Body,
+		VMTA:     env.VMTA,
+		Content:  content,
+	}
+	if m.Arrival.IsZero() {
+		m.Arrival = time.Now()
+	}
+	for _, r := range env.Rcpts {
+		m.Recipients = append(m.Recipients, spool.Recipient{Addr: r.Addr, ORCPT: r.ORCPT, Notify: spool.Notify(r.Notify)})
+	}
+	if err := q.d.sp.Submit(m); err != nil {
+		if errors.Is(err, spool.ErrNoSpace) {
+			return fmt.Errorf("%w: %v", smtpd.ErrQueueFull, err)
+		}
+		return err
+	}
+	q.d.logs.Arrival(m, env.ClientName, env.ClientIP)
+	return nil
+}

@@ -1,0 +1,7 @@
+package daemon
+
+import "net"
+
+// handleControl serves one control-socket connection.
+func (d *Daemon) handleControl(conn *net.UnixConn) {
+}

@@ -1,0 +1,582 @@
+// Package qmgr is the queue manager: it takes recipients the spool says are
+// due, groups them per queue (virtual MTA, recipient domain) and per
+// message, hands each group to the outbound client within the queue's
+// connection limit, and turns every reply into a durable outcome, a DSN
+// where one is owed, and an event for the logs and accounting.
+//
+// The order of writes is the point of this package:
+//
+//  1. the attempt and the next-try time are made durable BEFORE dialling,
+//     so a crash in the middle of a delivery can never cause a retry storm
+//     (the recipient is simply due again at its next-try time);
+//  2. the outcome records and the DSN they cause are committed in ONE
+//     batch, so a bounce is never recorded without its DSN or vice versa;
+//  3. logs and accounting are written only after that commit.
+package qmgr
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sluicemta/sluice/internal/bounce"
+	"github.com/sluicemta/sluice/internal/config"
+	"github.com/sluicemta/sluice/internal/qid"
+	"github.com/sluicemta/sluice/spool"
+	"github.com/sluicemta/sluice/vmta"
+)
+
+// Deliverer sends one message to one destination; *vmta.Deliverer is one.
+type Deliverer interface {
+	Deliver(ctx context.Context, dest vmta.Destination, msg *vmta.Message) vmta.Result
+}
+
+// Recorder receives one Event per recipient outcome, after it is durable.
+// The daemon writes the log line and the accounting record from it.
+type Recorder interface {
+	Record(ev *Event)
+}
+
+// Event is one recipient's outcome of one attempt.
+type Event struct {
+	QueueID    string
+	Status     string // sent, deferred, bounced, expired
+	Class      bounce.Class
+	Reply      vmta.Reply
+	Sender     string
+	Rcpt       string
+	ORCPT      string
+	Queue      spool.QueueKey
+	VMTA       string
+	JobID      string
+	EnvID      string
+	Arrival    time.Time
+	Logged     time.Time
+	Size       int64
+	Attempts   int
+	Result     *vmta.Result // nil when no delivery was tried (expiry, discard)
+	Stage      string       // the SMTP stage the reply came from
+	DSNQueueID string       // the DSN queued for this event, if any
+}
+
+// Options configure a Manager.
+type Options struct {
+	Spool    *spool.Spool
+	Config   func() *config.Config // the current snapshot; read once per delivery
+	Deliver  Deliverer
+	Recorder Recorder
+	Logf     func(format string, args ...any)
+	// Now is the clock (tests); nil = time.Now.
+	Now func() time.Time
+	// MaxReturn caps the original content returned in a DSN (default 100 KiB).
+	MaxReturn int
+}
+
+// Manager runs the delivery loop.
+type Manager struct {
+	opt  Options
+	sp   *spool.Spool
+	logf func(string, ...any)
+
+	mu     sync.Mutex
+	queues map[spool.QueueKey]*queue
+	total  int // connections (deliveries) in flight over all queues
+	kick   chan struct{}
+	wg     sync.WaitGroup
+}
+
+// queue is one destination queue's recipients waiting for a connection slot.
+type queue struct {
+	key     spool.QueueKey
+	pending []spool.Due
+	active  int
+}
+
+// New makes a Manager; Run starts it.
+func New(opt Options) *Manager {
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	if opt.MaxReturn == 0 {
+		opt.MaxReturn = 100 << 10
+	}
+	logf := opt.Logf
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	return &Manager{opt: opt, sp: opt.Spool, logf: logf, queues: map[spool.QueueKey]*queue{}, kick: make(chan struct{}, 1)}
+}
+
+// popBatch bounds how many due recipients one loop turn takes from the
+// spool, so a huge backlog is taken in slices and the loop stays responsive.
+const popBatch = 1024
+
+// Run delivers until ctx is cancelled, then waits for deliveries in flight
+// (which end promptly: they are cancelled through ctx and their recipients
+// deferred).
+func (m *Manager) Run(ctx context.Context) error {
+	defer m.wg.Wait()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		for {
+			due := m.sp.PopDue(m.opt.Now(), popBatch)
+			m.enqueue(due)
+			if len(due) < popBatch {
+				break
+			}
+		}
+		m.dispatch(ctx)
+
+		wait := time.Minute
+		if next, ok := m.sp.NextDue(); ok {
+			wait = time.Until(next)
+			if wait < 0 {
+				wait = 0
+			}
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-m.sp.Wake():
+		case <-m.kick:
+		case <-timer.C:
+		}
+	}
+}
+
+func (m *Manager) enqueue(due []spool.Due) {
+	if len(due) == 0 {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, d := range due {
+		q := m.queues[d.Queue]
+		if q == nil {
+			q = &queue{key: d.Queue}
+			m.queues[d.Queue] = q
+		}
+		q.pending = append(q.pending, d)
+	}
+}
+
+// dispatch starts deliveries for every queue that has recipients waiting
+// and a free connection slot.
+func (m *Manager) dispatch(ctx context.Context) {
+	if ctx.Err() != nil {
+		return
+	}
+	cfg := m.opt.Config()
+	totalMax := int(cfg.Global().Int("total-max-smtp-out"))
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for key, q := range m.queues {
+		dom := cfg.Domain(key.VMTA, key.Domain)
+		maxOut := int(dom.Int("max-smtp-out"))
+		if maxOut <= 0 {
+			maxOut = 1
+		}
+		maxRcpt := int(dom.Int("max-rcpt-per-message"))
+		if maxRcpt <= 0 {
+			maxRcpt = 100
+		}
+		for len(q.pending) > 0 && q.active < maxOut && m.total < totalMax {
+			group := takeGroup(q, maxRcpt)
+			q.active++
+			m.total++
+			m.wg.Add(1)
+			go func() {
+				defer m.wg.Done()
+				m.deliver(ctx, cfg, key, group)
+				m.mu.Lock()
+				q.active--
+				m.total--
+				m.mu.Unlock()
+				select {
+				case m.kick <- struct{}{}:
+				default:
+				}
+			}()
+		}
+		if len(q.pending) == 0 && q.active == 0 {
+			delete(m.queues, key)
+		}
+	}
+}
+
+// takeGroup removes from q the first pending recipient and up to maxRcpt-1
+// more of the same message: one transaction carries one message.
+func takeGroup(q *queue, maxRcpt int) []spool.Due {
+	id := q.pending[0].ID
+	var group []spool.Due
+	rest := q.pending[:0]
+	for _, d := range q.pending {
+		if d.ID == id && len(group) < maxRcpt {
+			group = append(group, d)
+		} else {
+			rest = append(rest, d)
+		}
+	}
+	clear(q.pending[len(rest):])
+	q.pending = rest
+	return group
+}
+
+// retryDelay is the wait before attempt number n+1 after n attempts:
+// one value is a fixed interval with ±10% jitter (so recipients deferred
+// together do not all come back together); a list gives successive waits,
+// the last repeating.
+func retryDelay(intervals []time.Duration, attempts int) time.Duration {
+	if len(intervals) == 0 {
+		return 10 * time.Minute
+	}
+	if len(intervals) == 1 {
+		d := intervals[0]
+		j := time.Duration(rand.Int64N(int64(d)/5+1)) - d/10
+		return d + j
+	}
+	i := attempts - 1
+	if i < 0 {
+		i = 0
+	}
+	if i >= len(intervals) {
+		i = len(intervals) - 1
+	}
+	return intervals[i]
+}
+
+// deliver makes one attempt for a group of recipients of one message.
+func (m *Manager) deliver(ctx context.Context, cfg *config.Config, key spool.QueueKey, group []spool.Due) {
+	id := group[0].ID
+	env, states, err := m.sp.Envelope(id)
+	if err != nil {
+		if !errors.Is(err, spool.ErrNotFound) {
+			m.logf("qmgr: %s: read envelope: %v", id, err)
+		}
+		return
+	}
+	now := m.opt.Now()
+	dom := cfg.Domain(key.VMTA, key.Domain)
+	lifetime := dom.Duration("bounce-after")
+	if env.Sender == "" {
+		lifetime = cfg.Global().Duration("dsn-bounce-after")
+	}
+
+	// 1. The attempt is durable before anything leaves the host.
+	attempts := make([]int, len(group))
+	var b spool.Batch
+	for i, d := range group {
+		attempts[i] = states[d.Rcpt].Attempts + 1
+		next := now.Add(retryDelay(dom.Durations("retry-after"), attempts[i]))
+		b.Attempt(id, d.Rcpt, next)
+	}
+	if err := m.sp.Commit(&b); err != nil {
+		m.logf("qmgr: %s: record attempt: %v (recipients stay queued)", id, err)
+		return
+	}
+
+	var res vmta.Result
+	var size int64
+	switch dom.String("type") {
+	case "discard":
+		res.Rcpts = make([]vmta.RcptResult, len(group))
+		for i := range res.Rcpts {
+			res.Rcpts[i] = vmta.RcptResult{Reply: vmta.Reply{Code: 250, Enhanced: "2.0.0", Text: "discarded"}, Stage: vmta.StageDot, Synthesized: true}
+		}
+	default:
+		content, err := m.sp.Content(id)
+		if err != nil {
+			m.logf("qmgr: %s: read content: %v", id, err)
+			m.deferAll(env, group, attempts, dom, now, "451 4.3.0 local error reading the queued message")
+			return
+		}
+		size = int64(len(content.Bytes()))
+		msg := outboundMessage(env, group, content.Bytes())
+		dest := destination(cfg, key, dom)
+		res = m.opt.Deliver.Deliver(ctx, dest, msg)
+		content.Close()
+	}
+	m.finish(cfg, env, key, group, attempts, dom, lifetime, &res, size, now)
+}
+
+// outboundMessage builds the client's view of the message for these recipients.
+func outboundMessage(env *spool.Message, group []spool.Due, content []byte) *vmta.Message {
+	msg := &vmta.Message{
+		ID:       env.ID,
+		From:     env.Sender,
+		Ret:      env.Ret,
+		EnvID:    env.EnvID,
+		SMTPUTF8: env.SMTPUTF8,
+		Body8bit: strings.EqualFold(env.Body, "8BITMIME"),
+		Content:  bytes.NewReader(content),
+		Size:     int64(len(content)),
+	}
+	for _, d := range group {
+		r := env.Recipients[d.Rcpt]
+		msg.Rcpts = append(msg.Rcpts, vmta.Rcpt{Addr: r.Addr, ORCPT: r.ORCPT, Notify: notifyString(r.Notify)})
+	}
+	return msg
+}
+
+func notifyString(n spool.Notify) string {
+	return bounce.NotifyFlags(n).String()
+}
+
+// destination turns the governing <domain> settings into the client's
+// Destination.
+func destination(cfg *config.Config, key spool.QueueKey, dom *config.Block) vmta.Destination {
+	d := vmta.Destination{
+		Domain:                 key.Domain,
+		Port:                   int(dom.Int("default-smtp-port")),
+		HeloName:               cfg.Global().String("host-name"),
+		UseStartTLS:            dom.Bool("use-starttls"),
+		RequireStartTLS:        dom.Bool("require-starttls"),
+		BounceOn5xxGreeting:    dom.Bool("bounce-upon-5xx-greeting"),
+		ConnectTimeout:         dom.Duration("connect-timeout"),
+		GreetingTimeout:        dom.Duration("smtp-greeting-timeout"),
+		DataTimeout:            dom.Duration("data-send-timeout"),
+		DataTerminationTimeout: dom.Duration("smtp-data-termination-timeout"),
+		IdleTimeout:            dom.Duration("connection-idle-timeout"),
+		MaxMsgPerConnection:    int(dom.Int("max-msg-per-connection")),
+	}
+	hosts := dom.HostPorts("smtp-hosts")
+	if len(hosts) == 0 {
+		hosts = dom.HostPorts("route")
+	}
+	if len(hosts) > 0 {
+		d.Bracketed = true
+		for _, h := range hosts {
+			d.Hosts = append(d.Hosts, vmta.HostPort{Host: h.Host, Port: h.Port, Bracketed: h.Bracketed})
+			d.Bracketed = d.Bracketed && h.Bracketed
+		}
+	}
+	if src, helo, ok := sourceFor(cfg, key.VMTA); ok {
+		d.SourceIP = src
+		if helo != "" {
+			d.HeloName = helo
+		}
+	}
+	return d
+}
+
+// sourceFor finds the source address and EHLO name of a virtual MTA, or
+// of the first member of a pool (rotation across members belongs to the
+// virtual-MTA engine). The IPv4 source is preferred when both are set.
+func sourceFor(cfg *config.Config, name string) (netip.Addr, string, bool) {
+	if name == "" {
+		return netip.Addr{}, "", false
+	}
+	b := cfg.VMTA(name)
+	if b == nil {
+		for _, p := range cfg.Pools() {
+			if p.Name == name {
+				if members := p.Strings("virtual-mta"); len(members) > 0 {
+					b = cfg.VMTA(members[0])
+				}
+				break
+			}
+		}
+	}
+	if b == nil {
+		return netip.Addr{}, "", false
+	}
+	hosts := b.SourceHosts("smtp-source-host")
+	if len(hosts) == 0 {
+		return netip.Addr{}, "", false
+	}
+	best := hosts[0]
+	for _, h := range hosts {
+		if h.IP.Is4() {
+			best = h
+			break
+		}
+	}
+	return best.IP, best.HostName, true
+}
+
+// deferAll defers every recipient of the group with one local reason.
+func (m *Manager) deferAll(env *spool.Message, group []spool.Due, attempts []int, dom *config.Block, now time.Time, reason string) {
+	var b spool.Batch
+	for i, d := range group {
+		b.Deferred(env.ID, d.Rcpt, now.Add(retryDelay(dom.Durations("retry-after"), attempts[i])), reason)
+	}
+	if err := m.sp.Commit(&b); err != nil {
+		m.logf("qmgr: %s: record deferral: %v", env.ID, err)
+	}
+}
+
+// finish classifies each reply, commits the outcomes together with any DSN
+// they owe, then reports the events.
+func (m *Manager) finish(cfg *config.Config, env *spool.Message, key spool.QueueKey, group []spool.Due, attempts []int, dom *config.Block, lifetime time.Duration, res *vmta.Result, size int64, now time.Time) {
+	var b spool.Batch
+	events := make([]*Event, 0, len(group))
+	var failed, delayed, relayed []bounce.RcptReport
+	var failedEv, delayedEv, relayedEv []*Event
+	expireAt := env.Arrival.Add(lifetime)
+
+	for i, d := range group {
+		rcpt := env.Recipients[d.Rcpt]
+		rr := vmta.RcptResult{Reply: vmta.Reply{Code: 451, Enhanced: "4.3.0", Text: "no result from delivery"}, Synthesized: true}
+		if i < len(res.Rcpts) {
+			rr = res.Rcpts[i]
+		}
+		class := bounce.Classify(rr.Reply.Code, rr.Reply.Enhanced, rr.Reply.Text)
+		ev := &Event{
+			QueueID: env.ID, Class: class, Reply: rr.Reply, Sender: env.Sender, Rcpt: rcpt.Addr,
+			ORCPT: rcpt.ORCPT, Queue: key, VMTA: env.VMTA, JobID: env.JobID, EnvID: env.EnvID,
+			Arrival: env.Arrival, Logged: now, Size: size, Attempts: attempts[i],
+			Result: res, Stage: rr.Stage,
+		}
+		reason := rr.Reply.String()
+		report := bounce.RcptReport{
+			Final: rcpt.Addr, Original: rcpt.ORCPT, Status: class.Status,
+			RemoteMTA: res.Host, Diagnostic: diagnostic(rr), LastAttempt: now,
+		}
+		notify := bounce.NotifyFlags(rcpt.Notify)
+		switch class.Outcome {
+		case bounce.Delivered:
+			ev.Status = "sent"
+			b.Delivered(env.ID, d.Rcpt, reason)
+			if notify&bounce.NotifySuccess != 0 && bounce.ShouldNotify(env.Sender, notify, bounce.ActionRelayed) {
+				// The client passes NOTIFY on where the next hop offers DSN;
+				// sluice's own success notice is "relayed" (RFC 3464 2.3.3).
+				report.Action = bounce.ActionRelayed
+				relayed = append(relayed, report)
+				relayedEv = append(relayedEv, ev)
+			}
+		case bounce.Bounced:
+			ev.Status = "bounced"
+			b.Bounced(env.ID, d.Rcpt, reason)
+			if bounce.ShouldNotify(env.Sender, notify, bounce.ActionFailed) {
+				report.Action = bounce.ActionFailed
+				failed = append(failed, report)
+				failedEv = append(failedEv, ev)
+			}
+		default:
+			next := now.Add(retryDelay(dom.Durations("retry-after"), attempts[i]))
+			if rr.Stage == vmta.StageDNS && rr.Reply.Temporary() {
+				next = now.Add(dom.Duration("retry-after-dns-error"))
+			}
+			if !now.Before(expireAt) {
+				ev.Status = "expired"
+				ev.Class = bounce.Class{Outcome: bounce.Bounced, Status: "5.4.7", Category: "message-expired"}
+				b.Expired(env.ID, d.Rcpt, reason)
+				if bounce.ShouldNotify(env.Sender, notify, bounce.ActionFailed) {
+					report.Action = bounce.ActionFailed
+					report.Status = "5.4.7"
+					report.Diagnostic = diagnostic(rr)
+					failed = append(failed, report)
+					failedEv = append(failedEv, ev)
+				}
+				break
+			}
+			if next.After(expireAt) {
+				next = expireAt // the last try is at the end of the lifetime
+			}
+			ev.Status = "deferred"
+			b.Deferred(env.ID, d.Rcpt, next, reason)
+			// Delay notices only where the sender asked for them: sending one
+			// per deferral by default would double the mail on a slow domain.
+			if notify&bounce.NotifyDelay != 0 && attempts[i] == 1 && bounce.ShouldNotify(env.Sender, notify, bounce.ActionDelayed) {
+				report.Action = bounce.ActionDelayed
+				report.WillRetryUntil = expireAt
+				delayed = append(delayed, report)
+				delayedEv = append(delayedEv, ev)
+			}
+		}
+		events = append(events, ev)
+	}
+
+	for _, set := range []struct {
+		reports []bounce.RcptReport
+		events  []*Event
+	}{{failed, failedEv}, {delayed, delayedEv}, {relayed, relayedEv}} {
+		if len(set.reports) == 0 {
+			continue
+		}
+		dsn, err := m.buildDSN(cfg, env, set.reports, now)
+		if err != nil {
+			m.logf("qmgr: %s: build DSN: %v", env.ID, err)
+			continue
+		}
+		b.Submit(dsn, true)
+		for _, ev := range set.events {
+			ev.DSNQueueID = dsn.ID
+		}
+	}
+
+	if err := m.sp.Commit(&b); err != nil {
+		// The attempt record stands: the recipients are due again at their
+		// recorded next-try time, so nothing is lost, at worst delivered twice.
+		m.logf("qmgr: %s: record outcome: %v", env.ID, err)
+		return
+	}
+	if m.opt.Recorder != nil {
+		for _, ev := range events {
+			m.opt.Recorder.Record(ev)
+		}
+	}
+}
+
+func diagnostic(rr vmta.RcptResult) string {
+	if rr.Synthesized {
+		return "X-Sluice; " + rr.Reply.String()
+	}
+	return "smtp; " + rr.Reply.String()
+}
+
+// buildDSN makes the DSN message for one event of one message.
+func (m *Manager) buildDSN(cfg *config.Config, env *spool.Message, reports []bounce.RcptReport, now time.Time) (*spool.Message, error) {
+	content, err := m.sp.Content(env.ID)
+	if err != nil {
+		return nil, fmt.Errorf("read original: %w", err)
+	}
+	defer content.Close()
+	host := cfg.Global().String("host-name")
+	id := qid.New(now)
+	postmaster := cfg.Global().String("postmaster")
+	if postmaster == "" {
+		postmaster = "postmaster@" + host
+	}
+	r := &bounce.Report{
+		ReportingMTA: host,
+		QueueID:      env.ID,
+		EnvID:        env.EnvID,
+		ArrivalDate:  env.Arrival,
+		Sender:       env.Sender,
+		Postmaster:   postmaster,
+		Recipients:   reports,
+		Ret:          env.Ret,
+		Original:     content.Bytes(),
+		SMTPUTF8:     env.SMTPUTF8,
+		MaxReturn:    m.opt.MaxReturn,
+	}
+	data, err := bounce.Build(r, now, id+"@"+host)
+	if err != nil {
+		return nil, err
+	}
+	return &spool.Message{
+		ID:         id,
+		Arrival:    now,
+		Sender:     "",
+		SMTPUTF8:   env.SMTPUTF8,
+		Body:       "8BITMIME",
+		Recipients: []spool.Recipient{{Addr: env.Sender, Notify: spool.NotifyNever}},
+		VMTA:       env.VMTA,
+		Content:    data,
+	}, nil
+}
