@@ -269,4 +269,3 @@ func shortHost(h string) string {
 	}
 	return h
 }
-
