@@ -205,16 +205,18 @@ func (s *Spool) roll() error {
 	s.spare = nil
 	s.spareMu.Unlock()
 	if g == nil {
-		s.mu.Lock()
-		seq := s.nextSeq
-		s.nextSeq++
-		s.mu.Unlock()
 		var err error
-		g, err = s.createSegment(seq)
+		g, err = s.createSegment(s.newFileNo())
 		if err != nil {
 			return err
 		}
 	}
+	// The order number is given now, not at creation: a spare made
+	// earlier must still sort after every segment activated before it.
+	s.mu.Lock()
+	g.seq = s.nextSeq
+	s.nextSeq++
+	s.mu.Unlock()
 	h := segHeader{seq: uint64(g.seq), created: time.Now().UnixNano()}
 	if s.abandonSeq != 0 {
 		h.abandonSeq, h.abandonLen = uint64(s.abandonSeq), uint64(s.abandonLen)
@@ -256,11 +258,7 @@ func (s *Spool) preparer() {
 		if have {
 			continue
 		}
-		s.mu.Lock()
-		seq := s.nextSeq
-		s.nextSeq++
-		s.mu.Unlock()
-		g, err := s.createSegment(seq)
+		g, err := s.createSegment(s.newFileNo())
 		if err != nil {
 			if !errors.Is(err, ErrNoSpace) {
 				s.logf("%v", err)
@@ -271,6 +269,14 @@ func (s *Spool) preparer() {
 		s.spare = g
 		s.spareMu.Unlock()
 	}
+}
+
+func (s *Spool) newFileNo() uint32 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := s.nextFile
+	s.nextFile++
+	return n
 }
 
 // addSegment enters g in the segment table. Called with s.mu held.

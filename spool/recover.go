@@ -10,28 +10,14 @@ import (
 // order, while the committer already accepts new appends into a newer
 // segment. A torn or corrupt tail is reported and dropped: everything
 // before it is kept, and it never stops the start.
-func (s *Spool) recover(old []uint32) {
+func (s *Spool) recover(segs []oldSeg) {
 	defer s.wg.Done()
 	start := time.Now()
-	type oldSeg struct {
-		g *segment
-		h segHeader
-	}
-	var segs []oldSeg
 	limit := make(map[uint32]int64) // abandoned segments: trusted length
-	for _, seq := range old {
-		g, h, err := s.openOld(seq)
-		if err != nil {
-			s.logf("%v", err)
-			continue
+	for _, o := range segs {
+		if o.h.abandonSeq != 0 {
+			limit[uint32(o.h.abandonSeq)] = int64(o.h.abandonLen)
 		}
-		if g == nil {
-			continue
-		}
-		if h.abandonSeq != 0 {
-			limit[uint32(h.abandonSeq)] = int64(h.abandonLen)
-		}
-		segs = append(segs, oldSeg{g, h})
 	}
 	var r rec
 	records, torn := 0, 0
@@ -118,6 +104,11 @@ func (s *Spool) recover(old []uint32) {
 	s.kickCompaction()
 }
 
+type oldSeg struct {
+	g *segment
+	h segHeader
+}
+
 // more reports whether the chunk loop should continue: another frame header
 // that is not zero follows.
 func (s *Spool) more(g *segment, p, end int64) bool {
@@ -131,8 +122,9 @@ func (s *Spool) more(g *segment, p, end int64) bool {
 // openOld opens and maps an existing segment. A file without a valid header
 // (a spare made but never used, or a crash while creating one) holds no
 // record and is removed.
-func (s *Spool) openOld(seq uint32) (*segment, segHeader, error) {
-	path := s.dir + "/" + segName(seq)
+func (s *Spool) openOld(fileNo uint32) (*segment, segHeader, error) {
+	seq := fileNo
+	path := s.dir + "/" + segName(fileNo)
 	var h segHeader
 	f, err := s.fs.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
@@ -143,8 +135,8 @@ func (s *Spool) openOld(seq uint32) (*segment, segHeader, error) {
 	if rerr == nil {
 		h, rerr = parseHeader(hb)
 	}
-	if rerr == nil && h.seq != uint64(seq) {
-		rerr = fmt.Errorf("header names segment %d", h.seq)
+	if rerr == nil && (h.seq == 0 || h.seq >= 1<<32-1) {
+		rerr = fmt.Errorf("header has sequence number %d", h.seq)
 	}
 	if rerr != nil {
 		f.Close()
@@ -153,7 +145,7 @@ func (s *Spool) openOld(seq uint32) (*segment, segHeader, error) {
 			s.fs.Remove(path)
 			return nil, h, nil
 		}
-		s.logf("spool: segment %d: bad header (%v); left in place, not read", seq, rerr)
+		s.logf("spool: segment file %s: bad header (%v); left in place, not read", path, rerr)
 		return nil, h, nil
 	}
 	size, err := fileSize(f)
@@ -166,7 +158,7 @@ func (s *Spool) openOld(seq uint32) (*segment, segHeader, error) {
 		f.Close()
 		return nil, h, fmt.Errorf("spool: map segment %d: %w", seq, err)
 	}
-	return &segment{seq: seq, path: path, f: f, data: data, size: size, end: headerSize, sealed: true}, h, nil
+	return &segment{seq: uint32(h.seq), path: path, f: f, data: data, size: size, end: headerSize, sealed: true}, h, nil
 }
 
 // fileSize finds a file's size through ReadAt alone (File has no Stat).

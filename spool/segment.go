@@ -67,7 +67,9 @@ func parseHeader(b []byte) (segHeader, error) {
 	return h, nil
 }
 
-func segName(seq uint32) string { return fmt.Sprintf("%016x%s", seq, segSuffix) }
+// Segment files are named by a creation number; their order is the
+// sequence number in the header, given when the segment becomes active.
+func segName(fileNo uint32) string { return fmt.Sprintf("%016x%s", fileNo, segSuffix) }
 
 func parseSegName(name string) (uint32, bool) {
 	if !strings.HasSuffix(name, segSuffix) || len(name) != 16+len(segSuffix) {
@@ -79,11 +81,12 @@ func parseSegName(name string) (uint32, bool) {
 
 // createSegment makes a new preallocated, zeroed segment file and makes
 // its directory entry durable. The header is written when it goes active.
-func (s *Spool) createSegment(seq uint32) (*segment, error) {
-	path := s.dir + "/" + segName(seq)
+func (s *Spool) createSegment(fileNo uint32) (*segment, error) {
+	seq := fileNo // for messages only; the order number comes at roll
+	path := s.dir + "/" + segName(fileNo)
 	f, err := s.fs.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("spool: create segment %d: %w", seq, err)
+		return nil, fmt.Errorf("spool: create segment file %d: %w", seq, err)
 	}
 	fail := func(err error) (*segment, error) {
 		f.Close()
@@ -92,9 +95,9 @@ func (s *Spool) createSegment(seq uint32) (*segment, error) {
 	}
 	if err := f.Allocate(s.opt.SegmentSize); err != nil {
 		if isNoSpace(err) {
-			return fail(fmt.Errorf("spool: allocate segment %d: %w (%v)", seq, ErrNoSpace, err))
+			return fail(fmt.Errorf("spool: allocate segment file %d: %w (%v)", seq, ErrNoSpace, err))
 		}
-		return fail(fmt.Errorf("spool: allocate segment %d: %w", seq, err))
+		return fail(fmt.Errorf("spool: allocate segment file %d: %w", seq, err))
 	}
 	if z, ok := f.(zeroFiller); ok {
 		if err := z.zeroFill(s.opt.SegmentSize); err != nil {
@@ -109,7 +112,7 @@ func (s *Spool) createSegment(seq uint32) (*segment, error) {
 		f.Unmap(data)
 		return fail(fmt.Errorf("spool: sync directory for segment %d: %w", seq, err))
 	}
-	return &segment{seq: seq, path: path, f: f, data: data, size: s.opt.SegmentSize, end: headerSize}, nil
+	return &segment{path: path, f: f, data: data, size: s.opt.SegmentSize, end: headerSize}, nil
 }
 
 // release drops the file and mapping of a removed segment with no readers.

@@ -26,7 +26,8 @@ type Spool struct {
 	segs       map[uint32]*segment
 	seqs       []uint32 // sorted keys of segs
 	grave      map[[idLen]byte]graveEnt
-	nextSeq    uint32
+	nextSeq    uint32 // order number of the next segment to become active
+	nextFile   uint32 // number in the next segment file's name
 	recovering bool
 	compactQ   []uint32
 	scratch    rec
@@ -145,19 +146,32 @@ func Open(dir string, opt Options) (*Spool, error) {
 		lock.Close()
 		return nil, fmt.Errorf("spool: read %s: %w", dir, err)
 	}
-	var old []uint32
+	// Headers are read now (64 bytes each) so that the new active segment
+	// sorts after every old one; their records are read in the background.
+	var old []oldSeg
+	s.nextSeq, s.nextFile = 1, 1
 	for _, n := range names {
-		if seq, ok := parseSegName(n); ok {
-			old = append(old, seq)
-			if seq >= s.nextSeq {
-				s.nextSeq = seq + 1
-			}
+		fileNo, ok := parseSegName(n)
+		if !ok {
+			continue
+		}
+		if fileNo >= s.nextFile {
+			s.nextFile = fileNo + 1
+		}
+		g, h, err := s.openOld(fileNo)
+		if err != nil {
+			lock.Close()
+			return nil, err
+		}
+		if g == nil {
+			continue
+		}
+		old = append(old, oldSeg{g, h})
+		if g.seq >= s.nextSeq {
+			s.nextSeq = g.seq + 1
 		}
 	}
-	sort.Slice(old, func(i, j int) bool { return old[i] < old[j] })
-	if s.nextSeq == 0 {
-		s.nextSeq = 1
-	}
+	sort.Slice(old, func(i, j int) bool { return old[i].g.seq < old[j].g.seq })
 	// The first active segment is made before returning so that Submit
 	// works at once; old segments are read in the background.
 	if err := s.roll(); err != nil {
