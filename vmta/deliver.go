@@ -257,6 +257,9 @@ func (d *Deliverer) session(ctx context.Context, c *conn, dest *Destination, t *
 	for len(pending) > 0 {
 		if dest.MaxMsgPerConnection > 0 && c.msgs >= dest.MaxMsgPerConnection {
 			t.setAll(pending, StageRcpt, synth(452, "4.5.3", "too many recipients; the rest go on another connection"), true)
+			for _, ix := range pending {
+				t.res[ix].NotAttempted = true
+			}
 			break
 		}
 		t.idx = pending

@@ -254,6 +254,23 @@ func TestTooManyRecipientsSplitsTransactions(t *testing.T) {
 	}
 }
 
+func TestTooManyRecipientsAtMaxMsgPerConnection(t *testing.T) {
+	s := newSink(t, sinkConfig{MaxRcpts: 2})
+	d := newTestDeliverer(t, Options{})
+	dest := routeTo(s)
+	dest.MaxMsgPerConnection = 1
+	res := d.Deliver(context.Background(), dest, testMsg(body1, "1@x.test", "2@x.test", "3@x.test"))
+	if !res.Rcpts[0].Delivered() || !res.Rcpts[1].Delivered() {
+		t.Fatalf("%+v", res.Rcpts)
+	}
+	if r := res.Rcpts[2]; !r.NotAttempted || r.Reply.Code != 452 || r.Reply.Enhanced != "4.5.3" {
+		t.Errorf("third: %+v", r)
+	}
+	if res.Rcpts[0].NotAttempted {
+		t.Error("delivered recipient marked NotAttempted")
+	}
+}
+
 func TestMailAndDataRejections(t *testing.T) {
 	for _, tc := range []struct {
 		name  string

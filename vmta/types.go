@@ -125,6 +125,12 @@ type RcptResult struct {
 	// Synthesized: no server sent this reply (DNS, connect, timeout, lost
 	// connection, local limits).
 	Synthesized bool
+	// NotAttempted: the recipient was never offered to the server because
+	// the session ran out of room (the rest of a "452 4.5.3 too many
+	// recipients" split when max-msg-per-connection ended the session). The
+	// reply is a synthesized 452 4.5.3; the caller should send it again
+	// at once, on another connection, without counting a failed attempt.
+	NotAttempted bool
 }
 
 // Delivered reports a 2xx reply after the final dot.
