@@ -47,6 +47,9 @@ type Options struct {
 	// Logf receives recovery and I/O reports (torn tails, abandoned
 	// segments); nil discards them.
 	Logf func(format string, args ...any)
+
+	// noSync skips fdatasync; benchmarks use it to build big spools fast.
+	noSync bool
 }
 
 // FS is everything the spool asks of the file system, so tests can model

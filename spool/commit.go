@@ -129,7 +129,7 @@ func (s *Spool) writeBatch(reqs []*request) {
 	s.batchBuf = buf
 	off := s.woff
 	_, err := g.f.WriteAt(buf, off)
-	if err == nil {
+	if err == nil && !s.opt.noSync {
 		err = g.f.Datasync()
 	}
 	s.stats.mu.Lock()

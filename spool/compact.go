@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"errors"
 	"fmt"
 	"runtime/debug"
 )
@@ -64,7 +65,9 @@ func (s *Spool) compactor() {
 			}
 		}
 		if err := s.compact(seq); err != nil {
-			s.logf("%v", err)
+			if !errors.Is(err, ErrClosed) {
+				s.logf("%v", err)
+			}
 			s.mu.Lock()
 			if g := s.segs[seq]; g != nil {
 				g.queued = false
