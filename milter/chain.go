@@ -503,7 +503,14 @@ func (s *Session) Message(header []HeaderField, body io.Reader) (Result, error) 
 		Recipients: slices.Clone(s.recipients),
 		Quarantine: s.hold,
 	}
-	defer s.endTx()
+	defer func() {
+		// Milters the chain stopped before (or that stopped half way)
+		// still have the transaction open; Postfix's mail_reset aborts them.
+		for _, f := range s.filters {
+			f.abort()
+		}
+		s.endTx()
+	}()
 	if s.discard {
 		res.Decision = Decision{Verdict: Discard}
 		return res, nil

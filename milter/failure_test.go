@@ -4,6 +4,7 @@ import (
 	"context"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -83,10 +84,9 @@ func TestMisbehavingMilter(t *testing.T) {
 	} {
 		for _, act := range []Action{ActionTempfail, ActionReject, ActionAccept} {
 			t.Run(tc.name+"/"+act.String(), func(t *testing.T) {
-				first := true
+				var used atomic.Bool
 				f := startFake(t, func(c *fakeConn) {
-					misbehave := first
-					first = false
+					misbehave := !used.Swap(true)
 					if misbehave && tc.neg != nil {
 						tc.neg(c)
 						c.read() // wait for the client to hang up

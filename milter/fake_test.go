@@ -78,6 +78,12 @@ func (f *fakeMilter) commands() []string {
 	return append([]string(nil), f.log...)
 }
 
+func (f *fakeMilter) reset() {
+	f.mu.Lock()
+	f.log = nil
+	f.mu.Unlock()
+}
+
 func (f *fakeMilter) connections() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -388,3 +388,148 @@ func TestOptnegEncoding(t *testing.T) {
 		t.Error("zero-length packet accepted")
 	}
 }
+
+func TestShutdownSticks(t *testing.T) {
+	f := startFake(t, func(c *fakeConn) {
+		if c.negotiate(6, 0, 0) != nil {
+			return
+		}
+		c.serve(func(cmd byte, data []byte) [][]byte {
+			if cmd == cmdMail {
+				return [][]byte{{repShutdown}}
+			}
+			return continueAll(cmd, data)
+		})
+	})
+	c := mustChain(t, cfgFor(f.socket))
+	s, _ := c.Begin(context.Background(), testInfo())
+	defer s.Close()
+	for i := 0; i < 2; i++ {
+		if d := s.Mail("a@example.org", nil); d.Verdict != Shutdown || d.Reply() != "421 4.7.0 Server closing connection" {
+			t.Errorf("MAIL %d: %+v", i, d)
+		}
+	}
+	if n := f.connections(); n != 1 {
+		t.Errorf("%d connections after shutdown; a shutdown is not a failure to retry", n)
+	}
+}
+
+func TestRejectedRcptOnlyToMiltersThatAsk(t *testing.T) {
+	mk := func(proto uint32) *fakeMilter {
+		return startFake(t, func(c *fakeConn) {
+			if c.negotiate(6, 0, proto) == nil {
+				c.serve(continueAll)
+			}
+		})
+	}
+	wants, plain := mk(pRcptRej|pNoConnect|pNoHelo), mk(pNoConnect|pNoHelo)
+	c := mustChain(t, cfgFor(wants.socket, func(c *Config) { c.Macros = map[Stage][]string{StageConnect: nil, StageMail: nil} }),
+		cfgFor(plain.socket, func(c *Config) { c.Macros = noMacros() }))
+	s, _ := c.Begin(context.Background(), testInfo())
+	s.Mail("a@example.org", nil)
+	s.RejectedRcpt("x@example.com", nil, "554 5.7.1 <x@example.com>: Relay access denied")
+	s.Rcpt("b@example.net", nil)
+	s.Abort()
+	s.Close()
+	waitLog(t, wants, []string{"O", "M <a@example.org>",
+		"DR {rcpt_addr} <x@example.com>: Relay access denied {rcpt_host} 5.7.1 {rcpt_mailer} error", "R <x@example.com>",
+		"DR {rcpt_addr} b@example.net {rcpt_host} example.net {rcpt_mailer} smtp", "R <b@example.net>",
+		"A", "Q"})
+	waitLog(t, plain, []string{"O", "M <a@example.org>", "R <b@example.net>", "A", "Q"})
+}
+
+func TestEarlyQuarantineHoldsAndChainGoesOn(t *testing.T) {
+	f := startFake(t, func(c *fakeConn) {
+		if c.negotiate(6, actQuarantine, 0) != nil {
+			return
+		}
+		c.serve(func(cmd byte, data []byte) [][]byte {
+			if cmd == cmdRcpt {
+				return [][]byte{rep(repQuarantine, cstrings("rcpt looked odd")), {repContinue}}
+			}
+			return continueAll(cmd, data)
+		})
+	})
+	g := startFake(t, func(c *fakeConn) {
+		if c.negotiate(6, 0, 0) == nil {
+			c.serve(continueAll)
+		}
+	})
+	c := mustChain(t, cfgFor(f.socket), cfgFor(g.socket, func(c *Config) { c.Macros = noMacros() }))
+	res, ds := runTx(t, c, testInfo(), "x\r\n")
+	if ds[2].Verdict != Continue || res.Quarantine != "rcpt looked odd" || res.Decision.Verdict != Continue || len(res.Recipients) != 1 {
+		t.Errorf("rcpt %+v result %+v", ds[2], res)
+	}
+	if !slices.Contains(g.commands(), "E") {
+		t.Error("second milter did not get the message")
+	}
+}
+
+func TestSimulatedSubmission(t *testing.T) {
+	f := startFake(t, func(c *fakeConn) {
+		if c.negotiate(6, 0, pNoHdrs|pNoBody|pNoEOH) != nil {
+			return
+		}
+		c.serve(func(cmd byte, data []byte) [][]byte {
+			if cmd == cmdRcpt && strings.HasPrefix(string(data), "bad@") {
+				return [][]byte{{repReject}}
+			}
+			return continueAll(cmd, data)
+		})
+	})
+	c := mustChain(t, cfgFor(f.socket, func(c *Config) { c.Macros = noMacros() }))
+	res, err := c.Filter(context.Background(), ConnInfo{}, "root@example.org", []Recipient{{Addr: "ok@example.net"}}, testHeader, strings.NewReader("x\r\n"))
+	if err != nil || res.Decision.Verdict != Continue {
+		t.Fatal(res, err)
+	}
+	// Postfix passes non-SMTP addresses without angle brackets.
+	waitLog(t, f, []string{"O", "C", "H localhost", "M root@example.org", "R ok@example.net", "T", "E", "Q"})
+	f.reset()
+	res, err = c.Filter(context.Background(), ConnInfo{}, "", []Recipient{{Addr: "bad@example.net"}}, testHeader, strings.NewReader("x\r\n"))
+	if err != nil || res.Decision.Reply() != "451 4.3.5 Server configuration error" {
+		t.Fatalf("rejected simulated RCPT: %+v %v", res.Decision, err)
+	}
+	// The null sender is an empty string.
+	waitLog(t, f, []string{"O", "C", "H localhost", "M ", "R bad@example.net", "A", "Q"})
+}
+
+func TestHeloInTransactionAborts(t *testing.T) {
+	f := startFake(t, func(c *fakeConn) {
+		if c.negotiate(6, 0, 0) == nil {
+			c.serve(continueAll)
+		}
+	})
+	c := mustChain(t, cfgFor(f.socket, func(c *Config) { c.Macros = noMacros() }))
+	s, _ := c.Begin(context.Background(), ConnInfo{Hostname: "h", Addr: "192.0.2.9"})
+	s.Abort() // no transaction: nothing sent
+	s.Helo("one")
+	s.Mail("a@example.org", nil)
+	s.Helo("two")
+	s.Close()
+	waitLog(t, f, []string{"O", "C", "H one", "M <a@example.org>", "A", "H two", "Q"})
+}
+
+func TestRejectAbortsTheRestOfTheChain(t *testing.T) {
+	rejecter := startFake(t, func(c *fakeConn) {
+		if c.negotiate(6, 0, 0) != nil {
+			return
+		}
+		c.serve(func(cmd byte, data []byte) [][]byte {
+			if cmd == cmdHeader {
+				return [][]byte{{repReject}}
+			}
+			return continueAll(cmd, data)
+		})
+	})
+	after := startFake(t, func(c *fakeConn) {
+		if c.negotiate(6, 0, 0) == nil {
+			c.serve(continueAll)
+		}
+	})
+	c := mustChain(t, cfgFor(rejecter.socket, func(c *Config) { c.Macros = noMacros() }), cfgFor(after.socket, func(c *Config) { c.Macros = noMacros() }))
+	res, _ := runTx(t, c, testInfo(), "x\r\n")
+	if res.Decision.Verdict != Reject {
+		t.Fatal(res.Decision)
+	}
+	waitLog(t, after, []string{"O", "C", "H client.example.org", "M <a@example.org>|SIZE=100", "R <b@example.net>", "T", "A", "Q"})
+}
