@@ -702,3 +702,37 @@ func TestLargePipelinedBatch(t *testing.T) {
 		t.Errorf("after a large batch: %+v", res)
 	}
 }
+
+func TestBrokenServer354WithoutRecipients(t *testing.T) {
+	for _, mail := range []string{"", "550 5.7.1 sender refused"} {
+		s := newSink(t, sinkConfig{Data354Always: true, Mail: mail, Rcpt: func(string) string { return "550 5.1.1 no" }})
+		d := newTestDeliverer(t, Options{})
+		res := d.Deliver(context.Background(), routeTo(s), testMsg(body1, "a@x.test"))
+		if res.Rcpts[0].Reply.Code != 550 || res.Rcpts[0].Delivered() {
+			t.Fatalf("mail %q: %+v", mail, res.Rcpts[0])
+		}
+		// The empty message was ended properly: the session still works.
+		s.update(func(c *sinkConfig) { c.Mail, c.Rcpt = "", nil })
+		res = d.Deliver(context.Background(), routeTo(s), testMsg(body1, "b@x.test"))
+		if !res.Reused || !res.Rcpts[0].Delivered() {
+			t.Errorf("mail %q: next message %+v reused=%v", mail, res.Rcpts[0], res.Reused)
+		}
+	}
+}
+
+func TestSourceIP(t *testing.T) {
+	s := newSink(t, sinkConfig{})
+	d := newTestDeliverer(t, Options{})
+	dest := routeTo(s)
+	dest.SourceIP = netip.MustParseAddr("127.0.0.1")
+	res := d.Deliver(context.Background(), dest, testMsg(body1, "a@x.test"))
+	if !res.Rcpts[0].Delivered() || res.SourceIP != dest.SourceIP {
+		t.Fatalf("%+v from %s", res.Rcpts[0], res.SourceIP)
+	}
+	// An IPv6-only destination cannot be reached from an IPv4 source.
+	dest.Hosts = []HostPort{{Host: "::1", Port: s.port()}}
+	res = d.Deliver(context.Background(), dest, testMsg(body1, "a@x.test"))
+	if got := res.Rcpts[0]; got.Reply.Code != 451 || got.Reply.Enhanced != "4.4.4" {
+		t.Errorf("family mismatch: %+v", got)
+	}
+}

@@ -48,6 +48,9 @@ type sinkConfig struct {
 	NoRecord bool
 	// Rset is the reply to RSET ("" = 250).
 	Rset string
+	// Data354Always answers DATA with 354 even without a valid recipient
+	// (a broken server; RFC 2920 3.1 has the client send an empty message).
+	Data354Always bool
 }
 
 var defaultExt = []string{"PIPELINING", "SIZE 10240000", "8BITMIME", "SMTPUTF8", "DSN", "ENHANCEDSTATUSCODES"}
@@ -280,7 +283,21 @@ func (s *sink) serve(nc net.Conn, n int) {
 				return
 			}
 		case verb == "DATA":
+			if (cur == nil || len(cur.Rcpts) == 0) && !cfg.Data354Always {
+				reply("554 5.5.1 no valid recipients")
+				continue
+			}
 			if cur == nil || len(cur.Rcpts) == 0 {
+				reply("354 go ahead")
+				for {
+					l, err := r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					if l == ".\r\n" {
+						break
+					}
+				}
 				reply("554 5.5.1 no valid recipients")
 				continue
 			}
