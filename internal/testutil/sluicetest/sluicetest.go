@@ -18,6 +18,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -41,6 +42,9 @@ type Options struct {
 	HostName string
 	// Records is the record list of the accounting file; "" means "d,b,t".
 	Records string
+	// RunAs is the run-as-user directive; "" means the user running the
+	// test, so the daemon needs no sluice account (root stays root).
+	RunAs string
 	// Binary overrides <repo root>/bin/sluiced.
 	Binary string
 	// Env is added to the daemon's environment.
@@ -151,6 +155,13 @@ func ConfigText(p Paths, port int, opts Options) string {
 	if records == "" {
 		records = "d,b,t"
 	}
+	runAs := opts.RunAs
+	if runAs == "" {
+		runAs = "root"
+		if u, err := user.Current(); err == nil {
+			runAs = u.Username
+		}
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "# written by sluicetest for one test run\n")
 	fmt.Fprintf(&b, "host-name %s\n", host)
@@ -158,6 +169,7 @@ func ConfigText(p Paths, port int, opts Options) string {
 	fmt.Fprintf(&b, "spool %s\n", p.Spool)
 	fmt.Fprintf(&b, "log-file %s\n", p.LogFile)
 	fmt.Fprintf(&b, "control-socket %s\n", p.ControlSocket)
+	fmt.Fprintf(&b, "run-as-user %s\n", runAs)
 	fmt.Fprintf(&b, "\n<source 127.0.0.0/8>\n    always-allow-relaying yes\n</source>\n")
 	fmt.Fprintf(&b, "\n<acct-file %s>\n    records %s\n</acct-file>\n", p.AcctFile, records)
 	if opts.Config != "" {

@@ -1,8 +1,11 @@
 package sluicetest
 
 import (
+	"fmt"
+	"net/smtp"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -11,6 +14,7 @@ import (
 
 	"github.com/sluicemta/sluice/internal/config"
 	"github.com/sluicemta/sluice/internal/testutil"
+	"github.com/sluicemta/sluice/internal/testutil/smtpsink"
 )
 
 func TestConfigTextParses(t *testing.T) {
@@ -35,8 +39,11 @@ func TestConfigTextParses(t *testing.T) {
 	if _, err := config.Parse("sluicetest.conf", []byte(text)); err != nil {
 		t.Errorf("config.Parse: %v\n%s", err, text)
 	}
-	text = ConfigText(p, 1, Options{HostName: "mx.test", Records: "d,b,t,r"})
-	if !strings.Contains(text, "host-name mx.test\n") || !strings.Contains(text, "records d,b,t,r\n") {
+	if u, err := user.Current(); err == nil && !strings.Contains(text, "run-as-user "+u.Username+"\n") {
+		t.Errorf("config does not run as %s:\n%s", u.Username, text)
+	}
+	text = ConfigText(p, 1, Options{HostName: "mx.test", Records: "d,b,t,r", RunAs: "nobody"})
+	if !strings.Contains(text, "host-name mx.test\n") || !strings.Contains(text, "records d,b,t,r\n") || !strings.Contains(text, "run-as-user nobody\n") {
 		t.Errorf("options ignored:\n%s", text)
 	}
 }
@@ -161,6 +168,70 @@ func TestRealDaemon(t *testing.T) {
 	}
 	if err := d.Stop(); err != nil {
 		t.Errorf("SIGTERM exit: %v", err)
+	}
+}
+
+// TestRealDaemonDelivers sends one message through bin/sluiced to a sink
+// and finds it in the sink, the accounting file and the mail log: the
+// helpers agree with the daemon on every path and format.
+func TestRealDaemonDelivers(t *testing.T) {
+	root, err := RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "bin", "sluiced")); err != nil {
+		if testutil.InCI() {
+			t.Fatal("bin/sluiced missing under CI: `make build` must run first")
+		}
+		t.Skip("bin/sluiced not built; `make build` first")
+	}
+	sink := smtpsink.Start(t, smtpsink.Options{})
+	d := Start(t, Options{Config: fmt.Sprintf("<domain example.net>\n    route [127.0.0.1]:%d\n</domain>\n", sink.Port())})
+	c, err := smtp.Dial(d.SMTPAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Hello("client.test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Mail("sender@example.org"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Rcpt("user@example.net"); err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(w, "From: sender@example.org\r\nTo: user@example.net\r\nSubject: e2e\r\nMessage-ID: <e2e@example.org>\r\n\r\nhello\r\n")
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c.Quit()
+
+	ms, err := sink.WaitMessages(1, 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ms[0].From != "sender@example.org" || ms[0].Recipients()[0] != "user@example.net" || ms[0].MessageID != "<e2e@example.org>" {
+		t.Errorf("sink got %+v", ms[0])
+	}
+	recs, err := d.WaitAcct("d", 1, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := recs[0]; r["rcpt"] != "user@example.net" || r["orig"] != "sender@example.org" || !strings.HasPrefix(r["dsnStatus"], "2.0.0") || r["queueId"] == "" {
+		t.Errorf("d record = %v", r)
+	}
+	t.Logf("d record: %v", recs[0])
+	line, err := d.WaitLog("status=sent", 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(line, "to=<user@example.net>") || !strings.Contains(line, recs[0]["queueId"]+": ") {
+		t.Errorf("log line %q does not match the d record's queue id %s", line, recs[0]["queueId"])
 	}
 }
 
