@@ -253,6 +253,12 @@ type pipeConn struct {
 
 func (p pipeConn) RemoteAddr() net.Addr { return p.remote }
 
+// Deadlines on a net.Pipe fail once the other end is closed; on TCP a
+// peer's close does not stop us from reading what it sent first.
+func (p pipeConn) SetDeadline(t time.Time) error      { p.Conn.SetDeadline(t); return nil }
+func (p pipeConn) SetReadDeadline(t time.Time) error  { p.Conn.SetReadDeadline(t); return nil }
+func (p pipeConn) SetWriteDeadline(t time.Time) error { p.Conn.SetWriteDeadline(t); return nil }
+
 // pipeDial hands the server a connection from ip on a listener of the
 // given mode and returns the client's end.
 func pipeDial(t testing.TB, srv *Server, ip string, mode Mode) net.Conn {

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -500,6 +501,19 @@ func addrPort(a net.Addr) netip.AddrPort {
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 
+// live reports whether a connection from a is open.
+func (srv *Server) live(a net.Addr) bool {
+	ap := addrPort(a)
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	for sc := range srv.conns {
+		if sc.ap == ap {
+			return true
+		}
+	}
+	return false
+}
+
 // release is called once when a connection closes.
 func (srv *Server) release(sc *sconn) {
 	srv.mu.Lock()
@@ -605,6 +619,22 @@ func (srv *Server) logf(format string, args ...any) {
 type smtpLogger struct{ srv *Server }
 
 func (l smtpLogger) Printf(format string, v ...any) {
+	// go-smtp v0.25.1 closes a connection after too many bad commands but
+	// goes on with commands already buffered; the next MAIL/RCPT/DATA then
+	// calls a nil Session and its recover logs a panic with a stack. That
+	// is harmless (the connection is gone) but lets any client fill the log
+	// with stacks, so a panic on a connection we already released is logged
+	// as one short line. A panic on a live connection is logged in full.
+	if strings.HasPrefix(format, "panic serving") && len(v) > 0 {
+		if a, ok := v[0].(net.Addr); ok && !l.srv.live(a) {
+			var why any
+			if len(v) > 1 {
+				why = v[1]
+			}
+			l.srv.logf("smtp: go-smtp used a session after closing %v (upstream bug, harmless): %v", a, why)
+			return
+		}
+	}
 	l.srv.logf("smtp: "+format, v...)
 }
 
