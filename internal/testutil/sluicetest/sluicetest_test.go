@@ -8,6 +8,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -77,14 +78,39 @@ func TestSocketPathFits(t *testing.T) {
 	}
 }
 
+var (
+	fakeOnce sync.Once
+	fakeBin  string
+	fakeErr  error
+	fakeDir  string
+)
+
+// buildFake compiles testdata/fakesluiced once per test binary.
 func buildFake(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "fakesluiced")
-	out, err := exec.Command("go", "build", "-o", bin, "./testdata/fakesluiced").CombinedOutput()
-	if err != nil {
-		t.Fatalf("build fake daemon: %v\n%s", err, out)
+	fakeOnce.Do(func() {
+		fakeDir, fakeErr = os.MkdirTemp("", "fakesluiced")
+		if fakeErr != nil {
+			return
+		}
+		fakeBin = filepath.Join(fakeDir, "fakesluiced")
+		out, err := exec.Command("go", "build", "-o", fakeBin, "./testdata/fakesluiced").CombinedOutput()
+		if err != nil {
+			fakeErr = fmt.Errorf("build fake daemon: %v\n%s", err, out)
+		}
+	})
+	if fakeErr != nil {
+		t.Fatal(fakeErr)
 	}
-	return bin
+	return fakeBin
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if fakeDir != "" {
+		os.RemoveAll(fakeDir)
+	}
+	os.Exit(code)
 }
 
 func TestLifecycleWithFakeDaemon(t *testing.T) {
