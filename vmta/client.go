@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -42,6 +43,8 @@ type conn struct {
 	idleAt   time.Time // when it went into the cache
 	idleFor  time.Duration
 	broken   bool // must not be reused (I/O error, 421, protocol error)
+	closed   bool
+	open     *atomic.Int64 // the Deliverer's count of open sessions
 }
 
 // sessErr is a failure with the reply recipients get for it.
@@ -122,6 +125,13 @@ func (c *conn) cmd(timeout time.Duration, line string) (Reply, []string, error) 
 
 // quit says goodbye without waiting long, then closes.
 func (c *conn) quit() {
+	if c.closed {
+		return
+	}
+	c.closed = true
+	if c.open != nil {
+		c.open.Add(-1)
+	}
 	if !c.broken {
 		c.nc.SetDeadline(time.Now().Add(2 * time.Second))
 		c.w.WriteString("QUIT\r\n")
@@ -224,6 +234,9 @@ func (d *Deliverer) setup(c *conn, dest *Destination, plain bool) *sessErr {
 	cfg := &tls.Config{}
 	if d.opt.TLSConfig != nil {
 		cfg = d.opt.TLSConfig.Clone()
+	}
+	if cfg.ClientSessionCache == nil {
+		cfg.ClientSessionCache = d.tlsSessions
 	}
 	cfg.ServerName = c.host
 	cfg.InsecureSkipVerify = !dest.RequireStartTLS

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluicemta/sluice/internal/resolve"
@@ -29,8 +30,10 @@ type Options struct {
 
 // Deliverer delivers messages and caches connections; safe for concurrent use.
 type Deliverer struct {
-	opt   Options
-	cache *connCache
+	opt         Options
+	cache       *connCache
+	nopen       atomic.Int64 // open sessions
+	tlsSessions tls.ClientSessionCache
 }
 
 // NewDeliverer returns a Deliverer; Close it to release cached connections.
@@ -53,7 +56,14 @@ func NewDeliverer(opt Options) *Deliverer {
 	if opt.Dial == nil {
 		opt.Dial = defaultDial
 	}
-	return &Deliverer{opt: opt, cache: newConnCache(opt.MaxIdle, opt.SweepInterval)}
+	d := &Deliverer{opt: opt, cache: newConnCache(opt.MaxIdle, opt.SweepInterval)}
+	// Resumed TLS sessions spare the handshake's public-key work when a
+	// busy destination is reconnected to all day.
+	d.tlsSessions = tls.NewLRUClientSessionCache(4096)
+	if opt.TLSConfig != nil && opt.TLSConfig.ClientSessionCache != nil {
+		d.tlsSessions = opt.TLSConfig.ClientSessionCache
+	}
+	return d
 }
 
 func defaultDial(ctx context.Context, laddr netip.Addr, raddr netip.AddrPort) (net.Conn, error) {
@@ -70,6 +80,10 @@ func (d *Deliverer) Close() { d.cache.close() }
 
 // IdleConns reports how many connections are cached (status pages, tests).
 func (d *Deliverer) IdleConns() int { return d.cache.idleCount() }
+
+// OpenConns reports how many outbound connections are open, idle or busy
+// (status.conn.smtpOut.cur).
+func (d *Deliverer) OpenConns() int { return int(d.nopen.Load()) }
 
 func withDefaults(dest Destination) Destination {
 	def := func(p *time.Duration, v time.Duration) {
@@ -217,6 +231,8 @@ func (d *Deliverer) open(ctx context.Context, dest *Destination, tg target, ip n
 		return nil, se
 	}
 	c := newConn(nc)
+	d.nopen.Add(1)
+	c.open = &d.nopen
 	c.key, c.host, c.ip, c.port, c.src = d.key(dest, tg), tg.name, ip, tg.port, dest.SourceIP
 	if la, ok := nc.LocalAddr().(*net.TCPAddr); ok {
 		if a, ok := netip.AddrFromSlice(la.IP); ok {

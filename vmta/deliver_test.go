@@ -154,10 +154,13 @@ func TestConnectionReuse(t *testing.T) {
 	if conns != 1 || len(txns) != 3 || rsets != 2 {
 		t.Errorf("conns=%d txns=%d rsets=%d, want 1, 3, 2", conns, len(txns), rsets)
 	}
-	if d.IdleConns() != 1 {
-		t.Errorf("idle = %d", d.IdleConns())
+	if d.IdleConns() != 1 || d.OpenConns() != 1 {
+		t.Errorf("idle = %d, open = %d", d.IdleConns(), d.OpenConns())
 	}
 	d.Close()
+	if d.OpenConns() != 0 {
+		t.Errorf("open after Close = %d", d.OpenConns())
+	}
 	time.Sleep(50 * time.Millisecond)
 	if _, _, _, quits := s.stats(); quits != 1 {
 		t.Errorf("QUIT on Close: %d", quits)
@@ -734,5 +737,22 @@ func TestSourceIP(t *testing.T) {
 	res = d.Deliver(context.Background(), dest, testMsg(body1, "a@x.test"))
 	if got := res.Rcpts[0]; got.Reply.Code != 451 || got.Reply.Enhanced != "4.4.4" {
 		t.Errorf("family mismatch: %+v", got)
+	}
+}
+
+func TestTLSSessionResumed(t *testing.T) {
+	srvTLS, _ := testCert(t, "mx.example.com")
+	s := newSink(t, sinkConfig{TLS: srvTLS})
+	d := newTestDeliverer(t, Options{})
+	dest := routeTo(s)
+	dest.UseStartTLS, dest.MaxMsgPerConnection = true, 1
+	for i := 0; i < 2; i++ {
+		if res := d.Deliver(context.Background(), dest, testMsg(body1, "a@x.test")); res.TLSVersion == "" || !res.Rcpts[0].Delivered() {
+			t.Fatalf("%d: %+v", i, res)
+		}
+	}
+	conns, txns, _, _ := s.stats()
+	if conns != 2 || txns[0].Resumed || !txns[1].Resumed {
+		t.Errorf("conns=%d resumed=%v,%v; want 2, false,true", conns, txns[0].Resumed, txns[1].Resumed)
 	}
 }

@@ -62,6 +62,7 @@ type sinkTxn struct {
 	Rcpts     []string // accepted
 	Raw       []byte   // DATA as on the wire, without the final dot line
 	TLS       bool
+	Resumed   bool // the TLS session was resumed
 	// Pipelined: when MAIL was read, DATA was already waiting in the buffer.
 	Pipelined bool
 }
@@ -202,7 +203,7 @@ func (s *sink) serve(nc net.Conn, n int) {
 		ext = append(append([]string(nil), ext...), "STARTTLS")
 	}
 	var cur *sinkTxn
-	inTLS := false
+	inTLS, resumed := false, false
 	for {
 		line, err := r.ReadString('\n')
 		if err != nil {
@@ -252,9 +253,10 @@ func (s *sink) serve(nc net.Conn, n int) {
 			r = bufio.NewReader(tc)
 			w = bufio.NewWriter(tc)
 			inTLS = true
+			resumed = tc.ConnectionState().DidResume
 		case strings.HasPrefix(verb, "MAIL FROM:"):
 			b, _ := r.Peek(r.Buffered())
-			cur = &sinkTxn{Conn: n, MailLine: line, TLS: inTLS, Pipelined: bytes.Contains(b, []byte("DATA\r\n"))}
+			cur = &sinkTxn{Conn: n, MailLine: line, TLS: inTLS, Resumed: resumed, Pipelined: bytes.Contains(b, []byte("DATA\r\n"))}
 			rep := or(cfg.Mail, "250 2.1.0 ok")
 			if !strings.HasPrefix(rep, "2") {
 				cur = nil
