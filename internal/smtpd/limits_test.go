@@ -205,3 +205,21 @@ func TestLineAndTimeouts(t *testing.T) {
 		t.Errorf("%d queued", n)
 	}
 }
+
+func TestRefusedSource(t *testing.T) {
+	ev := &eventLog{}
+	s := baseSettings(ev)
+	s.PolicyFor = func(ip netip.Addr, _ string) Policy { return Policy{Refuse: ip == netip.MustParseAddr("192.0.2.66")} }
+	srv, err := New(s, newRecQueue())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	c := wrapClient(t, pipeDial(t, srv, "192.0.2.66", Plain))
+	c.expect("", "554 5.7.1 mx.test Service unavailable; client [192.0.2.66] blocked")
+	if r := c.reply(); r != "" {
+		t.Errorf("after 554: %q", r)
+	}
+	c = wrapClient(t, pipeDial(t, srv, "192.0.2.67", Plain))
+	c.expect("", "220 ")
+}

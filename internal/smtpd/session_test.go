@@ -1,6 +1,7 @@
 package smtpd
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -115,6 +116,39 @@ func TestHeaderFixes(t *testing.T) {
 				t.Errorf("Message-ID shape: %q", got)
 			}
 		})
+	}
+}
+
+func TestClientName(t *testing.T) {
+	s := baseSettings(&eventLog{})
+	s.ClientName = func(_ context.Context, ip netip.Addr) string {
+		if ip == netip.MustParseAddr("192.0.2.9") {
+			return "client.example"
+		}
+		return ""
+	}
+	q := newRecQueue()
+	srv, err := New(s, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	for _, tc := range []struct{ ip, want string }{
+		{"192.0.2.9", "Received: from h.test (client.example [192.0.2.9])"},
+		{"2001:db8::9", "Received: from h.test (unknown [IPv6:2001:db8::9])"},
+	} {
+		c := wrapClient(t, pipeDial(t, srv, tc.ip, Plain))
+		c.expect("", "220")
+		c.expect("HELO h.test", "250")
+		c.expect("MAIL FROM:<a@b.test>", "250")
+		c.expect("RCPT TO:<u@local.test>", "250")
+		c.expect("RCPT TO:<v@local.test>", "250")
+		c.expect("DATA", "354")
+		c.expect("x\r\n.", "250")
+		m := q.all()[len(q.all())-1]
+		if got := string(m.content); !strings.HasPrefix(got, tc.want+"\r\n\tby mx.test (sluice) with SMTP id "+m.env.ID+";\r\n\t") {
+			t.Errorf("Received: %q", got)
+		}
 	}
 }
 
