@@ -16,6 +16,7 @@ package milter
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -426,7 +427,7 @@ func (s *Session) Mail(from string, args []string) Decision {
 
 // envEvent sends a transaction event to milters still interested in it.
 func (s *Session) envEvent(ev event) Decision {
-	if s.discard {
+	if s.discard || (!s.inTx && ev.cmd != cmdUnknown) {
 		return Decision{}
 	}
 	return s.envelopeDecision(s.each(func(f *filter) Decision {
@@ -511,6 +512,9 @@ func (s *Session) Message(header []HeaderField, body io.Reader) (Result, error) 
 		}
 		s.endTx()
 	}()
+	if !s.inTx {
+		return res, errors.New("milter: Message without Mail")
+	}
 	if s.discard {
 		res.Decision = Decision{Verdict: Discard}
 		return res, nil
@@ -526,11 +530,21 @@ func (s *Session) Message(header []HeaderField, body io.Reader) (Result, error) 
 			return rs, err
 		}
 	} else {
+		// Read the body once, keeping a copy for the milters after the
+		// first; a milter that stops early (skip, accept) leaves the rest
+		// to be drained before the copy is reused.
 		var buf bytes.Buffer
-		if _, err := buf.ReadFrom(body); err != nil {
-			return res, fmt.Errorf("milter: read message body: %w", err)
+		used := false
+		rewind = func() (io.Reader, error) {
+			if !used {
+				used = true
+				return io.TeeReader(body, &buf), nil
+			}
+			if _, err := buf.ReadFrom(body); err != nil {
+				return nil, err
+			}
+			return bytes.NewReader(buf.Bytes()), nil
 		}
-		rewind = func() (io.Reader, error) { return bytes.NewReader(buf.Bytes()), nil }
 	}
 	for _, f := range s.filters {
 		switch f.state {

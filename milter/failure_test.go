@@ -125,12 +125,21 @@ func TestMisbehavingMilter(t *testing.T) {
 				s, begin := c.Begin(context.Background(), testInfo())
 				defer s.Close()
 				ds := []Decision{begin}
-				ds = append(ds, s.Mail("a@example.org", nil), s.Rcpt("b@example.net", nil), s.Data())
-				res, err := s.Message(testHeader, strings.NewReader("x\r\n"))
-				if err != nil {
-					t.Fatal(err)
+				// Go on as an SMTP server would: no DATA after a refused
+				// MAIL, no content after a refused DATA.
+				if d := s.Mail("a@example.org", nil); d.Verdict != Continue {
+					ds = append(ds, d)
+				} else if ds = append(ds, d, s.Rcpt("b@example.net", nil)); ds[len(ds)-1].Verdict == Continue {
+					if d := s.Data(); d.Verdict != Continue {
+						ds = append(ds, d)
+					} else {
+						res, err := s.Message(testHeader, strings.NewReader("x\r\n"))
+						if err != nil {
+							t.Fatal(err)
+						}
+						ds = append(ds, res.Decision)
+					}
 				}
-				ds = append(ds, res.Decision)
 				want := defaultReplies[act]
 				if tc.conf && act != ActionAccept {
 					want.verdict, want.reply = Tempfail, "451 4.3.5 Server configuration problem - try again later"
@@ -159,7 +168,7 @@ func TestMisbehavingMilter(t *testing.T) {
 				if d := s.Rcpt("c@example.net", nil); d.Verdict != Continue {
 					t.Fatalf("next RCPT: %+v", d)
 				}
-				res, err = s.Message(testHeader, strings.NewReader("y\r\n"))
+				res, err := s.Message(testHeader, strings.NewReader("y\r\n"))
 				if err != nil || res.Decision.Verdict != Continue || len(res.Recipients) != 1 {
 					t.Fatalf("next message: %+v %v", res, err)
 				}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"io"
 	"slices"
 	"strings"
 	"testing"
@@ -532,4 +533,45 @@ func TestRejectAbortsTheRestOfTheChain(t *testing.T) {
 		t.Fatal(res.Decision)
 	}
 	waitLog(t, after, []string{"O", "C", "H client.example.org", "M <a@example.org>|SIZE=100", "R <b@example.net>", "T", "A", "Q"})
+}
+
+// TestUnseekableBodyReachesEveryMilter: the body is read once; a milter
+// that skips part of it does not shorten what the next one gets.
+func TestUnseekableBodyReachesEveryMilter(t *testing.T) {
+	skipper := startFake(t, func(c *fakeConn) {
+		if c.negotiate(6, 0, pSkip|pNoHdrs|pNoEOH) != nil {
+			return
+		}
+		c.serve(func(cmd byte, data []byte) [][]byte {
+			if cmd == cmdBody {
+				return [][]byte{{repSkip}}
+			}
+			return continueAll(cmd, data)
+		})
+	})
+	var got bytes.Buffer
+	reader := startFake(t, func(c *fakeConn) {
+		if c.negotiate(6, 0, pNoHdrs|pNoEOH|pNoConnect|pNoHelo|pNoMail|pNoRcpt|pNoData) != nil {
+			return
+		}
+		c.serve(func(cmd byte, data []byte) [][]byte {
+			if cmd == cmdBody {
+				got.Write(data)
+			}
+			return continueAll(cmd, data)
+		})
+	})
+	c := mustChain(t, cfgFor(skipper.socket, func(c *Config) { c.Macros = noMacros() }), cfgFor(reader.socket, func(c *Config) { c.Macros = noMacros() }))
+	body := strings.Repeat("abcdefghij\r\n", 20000)
+	s, _ := c.Begin(context.Background(), testInfo())
+	s.Mail("a@example.org", nil)
+	s.Rcpt("b@example.net", nil)
+	if _, err := s.Message(testHeader, io.MultiReader(strings.NewReader(body))); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	waitLog(t, reader, []string{"O", "B 65535", "B 65535", "B 65535", "B 43395", "E", "Q"})
+	if got.String() != body {
+		t.Errorf("second milter got %d bytes, want %d", got.Len(), len(body))
+	}
 }
