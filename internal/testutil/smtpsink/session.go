@@ -32,6 +32,7 @@ type session struct {
 	tls      *TLSInfo
 	authUser string
 	refused  bool // greeting was not 2xx: only QUIT is served
+	left     bool // counted out of the concurrency figures
 	msg      *Message
 }
 
@@ -44,6 +45,19 @@ func newSession(s *Sink, c net.Conn, info *Conn) *session {
 		info: info,
 		ext:  s.opts.ext(),
 	}
+}
+
+// leave counts the connection out of the open ones before its last reply
+// goes out: a client that reconnects as soon as it reads 221 or 421 must
+// not look like one connection too many.
+func (ss *session) leave() {
+	if ss.left {
+		return
+	}
+	ss.left = true
+	ss.s.mu.Lock()
+	ss.s.active--
+	ss.s.mu.Unlock()
 }
 
 func (ss *session) logf(format string, args ...any) {
@@ -127,11 +141,15 @@ func (ss *session) pick(st Stage, arg, def string) string {
 func (ss *session) send(st Stage, reply string) (string, bool) {
 	if reply == Close {
 		ss.logf("S: <close at %s>", st)
+		ss.leave()
 		ss.bw.Flush()
 		return "", false
 	}
 	if d := ss.s.opts.Delays[st]; d > 0 {
 		time.Sleep(d)
+	}
+	if strings.HasPrefix(reply, "421") || st == StageQuit {
+		ss.leave()
 	}
 	ss.write(reply)
 	if strings.HasPrefix(reply, "421") {

@@ -305,7 +305,10 @@ func (s *Sink) Connections() []Conn {
 	return out
 }
 
-// MaxConcurrent is the peak number of simultaneously open connections.
+// MaxConcurrent is the peak number of simultaneously open connections. A
+// connection counts from accept until the sink sends its final reply (221,
+// 421, or a scripted drop) or reads EOF; a client that closes without QUIT
+// and reconnects at once may briefly be counted twice.
 func (s *Sink) MaxConcurrent() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -373,11 +376,12 @@ func (s *Sink) acceptLoop() {
 		s.mu.Unlock()
 		go func() {
 			defer s.wg.Done()
-			newSession(s, c, info).serve()
+			ss := newSession(s, c, info)
+			ss.serve()
+			ss.leave()
 			c.Close()
 			s.mu.Lock()
 			delete(s.open, c)
-			s.active--
 			info.End = time.Now()
 			s.mu.Unlock()
 		}()
