@@ -294,6 +294,16 @@ func TestOpenErrors(t *testing.T) {
 			t.Errorf("%s: err = %v, want %q", tc.name, err, tc.want)
 		}
 	}
+	if err := Check(Options{Records: []string{"f", "rs"}, Fields: "*,!userAgent"}); err != nil {
+		t.Errorf("Check of a good report file: %v", err)
+	}
+	if err := Check(Options{Records: []string{"b", "rb"}}); err == nil || strings.Contains(err.Error(), "acct: acct") {
+		t.Errorf("Check of mixed families: %v", err)
+	}
+	_, err := Open(filepath.Join(dir, "x.csv"), Options{Fields: "nope"})
+	if err == nil || err.Error() != `acct: `+filepath.Join(dir, "x.csv")+`: unknown field "nope"` {
+		t.Errorf("Open error = %v", err)
+	}
 	if _, err := Open(filepath.Join(dir, "no", "such", "dir.csv"), Options{}); err == nil {
 		t.Error("opened a file in a missing directory")
 	}

@@ -325,6 +325,14 @@ func isCtl(r rune) bool { return r < 0x20 || r == 0x7f }
 // wherever they stand, so specs from several record-fields lines can be
 // joined with "," without one's "*" undoing another's "!name".
 func FieldList(defaults []string, spec string) ([]string, error) {
+	out, err := fieldList(defaults, spec)
+	if err != nil {
+		return nil, fmt.Errorf("acct: %w", err)
+	}
+	return out, nil
+}
+
+func fieldList(defaults []string, spec string) ([]string, error) {
 	var out []string
 	has := map[string]bool{}
 	drop := map[string]bool{}
@@ -346,15 +354,15 @@ func FieldList(defaults []string, spec string) ([]string, error) {
 		case strings.HasPrefix(item, "!"):
 			name := item[1:]
 			if name == "type" {
-				return nil, fmt.Errorf("acct: field type cannot be removed")
+				return nil, fmt.Errorf("field type cannot be removed")
 			}
 			if !knownField(name) {
-				return nil, fmt.Errorf("acct: unknown field %q", name)
+				return nil, fmt.Errorf("unknown field %q", name)
 			}
 			drop[name] = true
 		default:
 			if !knownField(item) {
-				return nil, fmt.Errorf("acct: unknown field %q", item)
+				return nil, fmt.Errorf("unknown field %q", item)
 			}
 			add(item)
 		}

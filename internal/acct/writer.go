@@ -56,36 +56,11 @@ type Writer struct {
 // header differs from this configuration is renamed aside to
 // PATH.YYYYmmddHHMMSS, so one file never mixes two layouts.
 func Open(path string, opts Options) (*Writer, error) {
-	recs := opts.Records
-	if recs == nil {
-		recs = []string{TypeDelivered, TypeBounced}
-	}
-	if len(recs) == 0 {
-		return nil, fmt.Errorf("acct: %s: no record types", path)
-	}
-	w := &Writer{path: path, opts: opts, want: map[string]bool{}}
-	var defaults []string
-	fam := ""
-	for _, t := range recs {
-		if !ValidType(t) {
-			return nil, fmt.Errorf("acct: %s: unknown record type %q", path, t)
-		}
-		if fam != "" && familyName[t] != fam {
-			return nil, fmt.Errorf("acct: %s: records %s mix delivery (d,b,t,tq,r) and report (f,rb,rs) types; give each family its own <acct-file>",
-				path, strings.Join(recs, ","))
-		}
-		fam, defaults = familyName[t], family[t]
-		w.want[t] = true
-	}
-	spec := opts.Fields
-	if spec == "" {
-		spec = "*"
-	}
-	fields, err := FieldList(defaults, spec)
+	want, fields, err := plan(opts)
 	if err != nil {
-		return nil, fmt.Errorf("%w (in %s)", err, path)
+		return nil, fmt.Errorf("acct: %s: %w", path, err)
 	}
-	w.fields = fields
+	w := &Writer{path: path, opts: opts, want: want, fields: fields}
 	for _, f := range fields {
 		w.get = append(w.get, getter(f))
 	}
@@ -101,6 +76,47 @@ func Open(path string, opts Options) (*Writer, error) {
 		return nil, err
 	}
 	return w, nil
+}
+
+// Check validates options without opening anything, so a config checker
+// (sluiced --check) can report a bad <acct-file> block with its line.
+func Check(opts Options) error {
+	_, _, err := plan(opts)
+	return err
+}
+
+// plan resolves the record types and the field list of a file.
+func plan(opts Options) (map[string]bool, []string, error) {
+	recs := opts.Records
+	if recs == nil {
+		recs = []string{TypeDelivered, TypeBounced}
+	}
+	if len(recs) == 0 {
+		return nil, nil, fmt.Errorf("no record types")
+	}
+	want := map[string]bool{}
+	var defaults []string
+	fam := ""
+	for _, t := range recs {
+		if !ValidType(t) {
+			return nil, nil, fmt.Errorf("unknown record type %q", t)
+		}
+		if fam != "" && familyName[t] != fam {
+			return nil, nil, fmt.Errorf("records %s mix delivery (d,b,t,tq,r) and report (f,rb,rs) types; give each family its own <acct-file>",
+				strings.Join(recs, ","))
+		}
+		fam, defaults = familyName[t], family[t]
+		want[t] = true
+	}
+	spec := opts.Fields
+	if spec == "" {
+		spec = "*"
+	}
+	fields, err := fieldList(defaults, spec)
+	if err != nil {
+		return nil, nil, err
+	}
+	return want, fields, nil
 }
 
 // Path is the file's path.
