@@ -19,7 +19,7 @@ import (
 // packet, including version-6 features and malformed ones that no milter
 // library would produce.
 type fakeMilter struct {
-	t      *testing.T
+	t      testing.TB
 	ln     net.Listener
 	socket string
 
@@ -36,7 +36,7 @@ type fakeConn struct {
 }
 
 // startFake listens on a unix socket in a temp dir and runs handle for each connection.
-func startFake(t *testing.T, handle func(c *fakeConn)) *fakeMilter {
+func startFake(t testing.TB, handle func(c *fakeConn)) *fakeMilter {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "m.sock")
 	ln, err := net.Listen("unix", path)

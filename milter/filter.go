@@ -47,6 +47,7 @@ type filter struct {
 	skipEvent byte     // SMFIR_SKIP: drop further events of this type
 	inMessage bool     // MAIL sent and the message not finished: ABORT needed
 	earlyHold string   // quarantine asked for before end of body
+	chunk     []byte   // body chunk buffer
 	timeout   time.Duration
 }
 
@@ -451,7 +452,10 @@ func cmdName(c byte) string {
 
 // sendBody streams body to the milter in chunks of at most ChunkSize.
 func (f *filter) sendBody(body io.Reader, lookup func(string) (string, bool)) (Decision, error) {
-	buf := make([]byte, ChunkSize)
+	if f.chunk == nil {
+		f.chunk = make([]byte, ChunkSize) // kept: one per milter per session
+	}
+	buf := f.chunk
 	for {
 		n, rerr := io.ReadFull(body, buf)
 		if n > 0 {
