@@ -18,6 +18,7 @@ PACKAGES=(
   rspamd             # ARC-sealing milter
   bsd-mailx          # a real sendmail caller
   faketime
+  libnet-ssleay-perl # swaks --tls
 )
 
 missing=()

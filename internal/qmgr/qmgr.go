@@ -427,6 +427,7 @@ func (m *Manager) finish(cfg *config.Config, env *spool.Message, key spool.Queue
 	var failed, delayed, relayed []bounce.RcptReport
 	var failedEv, delayedEv, relayedEv []*Event
 	expireAt := env.Arrival.Add(lifetime)
+	postmaster := postmasterOf(cfg)
 
 	for i, d := range group {
 		rcpt := env.Recipients[d.Rcpt]
@@ -461,21 +462,26 @@ func (m *Manager) finish(cfg *config.Config, env *spool.Message, key spool.Queue
 		case bounce.Bounced:
 			ev.Status = "bounced"
 			b.Bounced(env.ID, d.Rcpt, reason)
-			if bounce.ShouldNotify(env.Sender, notify, bounce.ActionFailed) {
+			if m.owesFailureNotice(env, rcpt.Addr, notify, postmaster) {
 				report.Action = bounce.ActionFailed
 				failed = append(failed, report)
 				failedEv = append(failedEv, ev)
 			}
 		default:
 			next := now.Add(retryDelay(dom.Durations("retry-after"), attempts[i]))
-			if rr.Stage == vmta.StageDNS && rr.Reply.Temporary() {
+			switch {
+			case rr.NotAttempted:
+				// The receiver took part of the recipients (452 4.5.3) and the
+				// connection ended before the rest could go: due again at once.
+				next = now
+			case rr.Stage == vmta.StageDNS && rr.Reply.Temporary():
 				next = now.Add(dom.Duration("retry-after-dns-error"))
 			}
 			if !now.Before(expireAt) {
 				ev.Status = "expired"
 				ev.Class = bounce.Class{Outcome: bounce.Bounced, Status: "5.4.7", Category: "message-expired"}
 				b.Expired(env.ID, d.Rcpt, reason)
-				if bounce.ShouldNotify(env.Sender, notify, bounce.ActionFailed) {
+				if m.owesFailureNotice(env, rcpt.Addr, notify, postmaster) {
 					report.Action = bounce.ActionFailed
 					report.Status = "5.4.7"
 					report.Diagnostic = diagnostic(rr)
@@ -508,7 +514,7 @@ func (m *Manager) finish(cfg *config.Config, env *spool.Message, key spool.Queue
 		if len(set.reports) == 0 {
 			continue
 		}
-		dsn, err := m.buildDSN(cfg, env, set.reports, now)
+		dsn, err := m.buildDSN(cfg, env, set.reports, postmaster, now)
 		if err != nil {
 			m.logf("qmgr: %s: build DSN: %v", env.ID, err)
 			continue
@@ -532,6 +538,26 @@ func (m *Manager) finish(cfg *config.Config, env *spool.Message, key spool.Queue
 	}
 }
 
+// owesFailureNotice says whether a failed recipient goes into a DSN. Mail
+// with a sender gets one as NOTIFY asks. Mail with the null sender (a
+// bounce itself) cannot be bounced to its sender: its failure is a double
+// bounce, reported to the postmaster, except when the failed recipient IS
+// the postmaster, which ends the chain (a double bounce that fails is only
+// logged, never reported again).
+func (m *Manager) owesFailureNotice(env *spool.Message, rcpt string, notify bounce.NotifyFlags, postmaster string) bool {
+	if env.Sender == "" {
+		return !strings.EqualFold(rcpt, postmaster)
+	}
+	return bounce.ShouldNotify(env.Sender, notify, bounce.ActionFailed)
+}
+
+func postmasterOf(cfg *config.Config) string {
+	if p := cfg.Global().String("postmaster"); p != "" {
+		return p
+	}
+	return "postmaster@" + cfg.Global().String("host-name")
+}
+
 func diagnostic(rr vmta.RcptResult) string {
 	if rr.Synthesized {
 		return "X-Sluice; " + rr.Reply.String()
@@ -540,7 +566,9 @@ func diagnostic(rr vmta.RcptResult) string {
 }
 
 // buildDSN makes the DSN message for one event of one message.
-func (m *Manager) buildDSN(cfg *config.Config, env *spool.Message, reports []bounce.RcptReport, now time.Time) (*spool.Message, error) {
+// A DSN goes to the sender; a double bounce (the failed message had the
+// null sender) to the postmaster.
+func (m *Manager) buildDSN(cfg *config.Config, env *spool.Message, reports []bounce.RcptReport, postmaster string, now time.Time) (*spool.Message, error) {
 	content, err := m.sp.Content(env.ID)
 	if err != nil {
 		return nil, fmt.Errorf("read original: %w", err)
@@ -548,9 +576,9 @@ func (m *Manager) buildDSN(cfg *config.Config, env *spool.Message, reports []bou
 	defer content.Close()
 	host := cfg.Global().String("host-name")
 	id := qid.New(now)
-	postmaster := cfg.Global().String("postmaster")
-	if postmaster == "" {
-		postmaster = "postmaster@" + host
+	to := env.Sender
+	if to == "" {
+		to = postmaster
 	}
 	r := &bounce.Report{
 		ReportingMTA: host,
@@ -575,7 +603,7 @@ func (m *Manager) buildDSN(cfg *config.Config, env *spool.Message, reports []bou
 		Sender:     "",
 		SMTPUTF8:   env.SMTPUTF8,
 		Body:       "8BITMIME",
-		Recipients: []spool.Recipient{{Addr: env.Sender, Notify: spool.NotifyNever}},
+		Recipients: []spool.Recipient{{Addr: to, Notify: spool.NotifyNever}},
 		VMTA:       env.VMTA,
 		Content:    data,
 	}, nil

@@ -210,17 +210,26 @@ func TestOutcomes(t *testing.T) {
 	}
 }
 
-func TestNullSenderBounceMakesNoDSN(t *testing.T) {
-	dlv := &fakeDeliverer{replies: map[string]vmta.Reply{"bad@b.example": {Code: 550, Enhanced: "5.1.1", Text: "no"}}}
+// A bounce of null-sender mail cannot go to its sender: it is a double
+// bounce, reported to the postmaster; a double bounce that fails itself
+// (the postmaster bounces) ends the chain.
+func TestDoubleBounceGoesToPostmasterOnce(t *testing.T) {
+	dlv := &fakeDeliverer{replies: map[string]vmta.Reply{
+		"bad@b.example":           {Code: 550, Enhanced: "5.1.1", Text: "no"},
+		"postmaster@test.example": {Code: 550, Enhanced: "5.1.1", Text: "no postmaster here"},
+	}}
 	h := start(t, "", dlv)
 	h.submit(t, "", time.Now(), "bad@b.example")
-	evs := h.rec.wait(t, 1)
-	if evs[0].Status != "bounced" || evs[0].DSNQueueID != "" {
-		t.Fatalf("event %+v", evs[0])
+	evs := h.rec.wait(t, 2)
+	if evs[0].Status != "bounced" || evs[0].DSNQueueID == "" {
+		t.Fatalf("first event %+v", evs[0])
+	}
+	if evs[1].Rcpt != "postmaster@test.example" || evs[1].Status != "bounced" || evs[1].DSNQueueID != "" {
+		t.Fatalf("double bounce event %+v", evs[1])
 	}
 	time.Sleep(200 * time.Millisecond)
-	if n := dlv.calls.Load(); n != 1 {
-		t.Fatalf("%d deliveries, want 1 (no DSN)", n)
+	if n := dlv.calls.Load(); n != 2 {
+		t.Fatalf("%d deliveries, want 2 (the bounce, the double bounce, nothing after)", n)
 	}
 }
 
