@@ -43,6 +43,7 @@ type Server struct {
 	total     int
 	closed    bool
 	draining  bool
+	serving   bool          // Serve has started the accept loops
 	idle      chan struct{} // closed when conns drops to zero while draining
 
 	wg       sync.WaitGroup // accept loops
@@ -50,8 +51,10 @@ type Server struct {
 }
 
 type boundListener struct {
-	addr string // as configured
-	l    net.Listener
+	addr     string // as configured
+	l        net.Listener
+	started  bool // an accept loop runs (guarded by Server.mu)
+	external bool // from ServeListener: not in Settings, kept across Update
 }
 
 // generation is one immutable set of Settings with the go-smtp servers
@@ -214,8 +217,9 @@ func (srv *Server) startSMTP(g *generation, tlsCfg *tls.Config) *chanListener {
 }
 
 // Update applies s to sessions that start from now on. Listeners that were
-// added are opened and those removed are closed (only once serving has
-// begun); on any error nothing changes.
+// added are opened and those removed are closed (once Listen has bound
+// the first set); a running Serve picks the new ones up. On any error
+// nothing changes.
 func (srv *Server) Update(s Settings) error {
 	g, err := srv.newGeneration(s)
 	if err != nil {
@@ -227,9 +231,9 @@ func (srv *Server) Update(s Settings) error {
 		g.stop()
 		return errors.New("smtpd: server is closed")
 	}
-	serving := len(srv.listeners) > 0
+	bound := len(srv.listeners) > 0
 	var opened []*boundListener
-	if serving {
+	if bound {
 		for _, l := range g.s.Listeners {
 			if _, ok := srv.listeners[l.Addr]; ok {
 				continue
@@ -246,7 +250,7 @@ func (srv *Server) Update(s Settings) error {
 			opened = append(opened, &boundListener{addr: l.Addr, l: nl})
 		}
 		for addr, bl := range srv.listeners {
-			if !slices.ContainsFunc(g.s.Listeners, func(l Listener) bool { return l.Addr == addr }) {
+			if !bl.external && !slices.ContainsFunc(g.s.Listeners, func(l Listener) bool { return l.Addr == addr }) {
 				bl.l.Close()
 				delete(srv.listeners, addr)
 			}
@@ -257,8 +261,11 @@ func (srv *Server) Update(s Settings) error {
 	old := srv.gen.Swap(g)
 	for _, bl := range opened {
 		srv.listeners[bl.addr] = bl
-		srv.wg.Add(1)
-		go srv.acceptLoop(bl)
+		if srv.serving {
+			bl.started = true
+			srv.wg.Add(1)
+			go srv.acceptLoop(bl)
+		}
 	}
 	srv.mu.Unlock()
 	// The old go-smtp servers stop accepting; their sessions run on.
@@ -324,9 +331,13 @@ func (srv *Server) Serve() error {
 		srv.mu.Unlock()
 		return errors.New("smtpd: Serve before Listen (or no listeners configured)")
 	}
+	srv.serving = true
 	for _, bl := range srv.listeners {
-		srv.wg.Add(1)
-		go srv.acceptLoop(bl)
+		if !bl.started {
+			bl.started = true
+			srv.wg.Add(1)
+			go srv.acceptLoop(bl)
+		}
 	}
 	srv.mu.Unlock()
 	srv.wg.Wait()
@@ -354,7 +365,7 @@ func (srv *Server) ServeListener(l net.Listener, mode Mode) error {
 	if mode == ImplicitTLS && g.tlsCfg == nil {
 		return fmt.Errorf("smtpd: listener %s: implicit TLS needs a certificate", addr)
 	}
-	bl := &boundListener{addr: addr, l: l}
+	bl := &boundListener{addr: addr, l: l, started: true, external: true}
 	srv.mu.Lock()
 	if srv.closed || srv.draining {
 		srv.mu.Unlock()
@@ -442,6 +453,12 @@ func (srv *Server) admit(nc net.Conn, listener string, mode Mode) {
 	if reply != "" {
 		srv.mu.Unlock()
 		srv.log(Event{Kind: EvReject, Listener: listener, Client: ap, Command: "CONNECT", Code: replyCode(reply), Text: reply})
+		if mode == ImplicitTLS {
+			// The client expects a TLS handshake, not a plain-text reply;
+			// a handshake just to say 421 is not worth the CPU.
+			nc.Close()
+			return
+		}
 		// Written off the accept loop so a client that does not read
 		// cannot stall accepting.
 		go func() {
