@@ -178,10 +178,7 @@ func (f *filter) open(ctx context.Context) (ok bool) {
 		f.macros[st] = names
 	}
 	for st, names := range n.macros {
-		if f.actions&actSetSymList == 0 {
-			f.log.Warn("milter sent macro lists without SETSYMLIST; ignored", "milter", f.cfg.Name)
-			break
-		}
+		// Postfix takes the lists whether or not SETSYMLIST was asked for.
 		f.macros[st] = names
 	}
 	f.state = fsEnvelope
