@@ -223,3 +223,29 @@ func TestRefusedSource(t *testing.T) {
 	c = wrapClient(t, pipeDial(t, srv, "192.0.2.67", Plain))
 	c.expect("", "220 ")
 }
+
+// TestBDATOverCeiling: go-smtp refuses a chunk that takes the message over
+// the server's ceiling and resets the transaction under a running Data.
+func TestBDATOverCeiling(t *testing.T) {
+	s := baseSettings(&eventLog{})
+	s.MaxMessageSize = 2000
+	q := newRecQueue()
+	_, addrs := startServer(t, s, q)
+	c := dial(t, addrs["127.0.0.1:0"])
+	c.expect("", "220")
+	c.expect("EHLO c", "250")
+	c.expect("MAIL FROM:<a@b.test>", "250")
+	c.expect("RCPT TO:<u@local.test>", "250")
+	c.send("BDAT 1000\r\n" + strings.Repeat("a", 998) + "\r\n")
+	c.expect("", "250")
+	c.send("BDAT 1500 LAST\r\n" + strings.Repeat("b", 1498) + "\r\n")
+	c.expect("", "552 5.3.4")
+	// The next reply is the last on this connection.
+	c.expect("MAIL FROM:<a@b.test>", "421 4.3.0")
+	if r := c.reply(); r != "" {
+		t.Errorf("connection kept after an abandoned chunked transfer: %q", r)
+	}
+	if n := len(q.all()); n != 0 {
+		t.Errorf("%d queued", n)
+	}
+}

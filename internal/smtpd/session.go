@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-sasl"
@@ -24,6 +25,7 @@ var (
 	errNeedUTF8     = &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 6, 7}, Message: "Must declare SMTPUTF8 to send unicode address"}
 	errQueueFull    = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1}, Message: "Insufficient system storage"}
 	errQueueWrite   = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Error: queue file write error"}
+	errAbandoned    = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Error: chunked transfer abandoned, please reconnect"}
 	errShutdown     = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "Service shutting down"}
 )
 
@@ -66,6 +68,11 @@ type session struct {
 	ehlo     bool // go-smtp asks AuthMechanisms only while answering EHLO
 
 	env *Envelope // the transaction in progress, nil between them
+
+	// dataActive is set while Data runs. Under BDAT, Data runs in its own
+	// goroutine and go-smtp may Reset the transaction (RSET, EHLO, a chunk
+	// over the size limit) while it still runs.
+	dataActive atomic.Bool
 }
 
 func (s *session) event(kind EventKind) Event {
@@ -175,6 +182,9 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if s.sc.drain.Load() {
 		return s.hangup(errShutdown)
 	}
+	if s.sc.hangup.Load() {
+		return errAbandoned // the write closes the connection
+	}
 	if s.authUser == "" && (s.policy.RequireAuth || s.sc.mode != Plain) {
 		return s.reject("MAIL", errAuthRequired, nil)
 	}
@@ -241,6 +251,8 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 }
 
 func (s *session) Data(r io.Reader) error {
+	s.dataActive.Store(true)
+	defer s.dataActive.Store(false)
 	env := s.env
 	if env == nil || len(env.Rcpts) == 0 {
 		io.Copy(io.Discard, r)
@@ -334,6 +346,17 @@ func (s *session) proto() string {
 }
 
 func (s *session) Reset() {
+	if s.dataActive.Load() {
+		// go-smtp v0.25.1 lets the abandoned BDAT goroutine deliver its
+		// result on whichever channel the NEXT BDAT transaction has made,
+		// so that transaction could be answered with the old result after
+		// its message was queued (a duplicate on retry). Ending the
+		// connection after this reply means no next transaction.
+		s.sc.hangup.Store(true)
+		ev := s.event(EvReject)
+		ev.Command, ev.Text = "BDAT", "chunked transfer abandoned; disconnecting after the reply"
+		s.srv.log(ev)
+	}
 	s.env = nil
 	s.sc.busy.Store(false)
 }

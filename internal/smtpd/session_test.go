@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sluicemta/sluice/internal/qid"
 )
@@ -227,5 +228,46 @@ func TestUTF8(t *testing.T) {
 	c.expect("Subject: ü\r\n\r\nü\r\n.", "250")
 	if env := q.all()[0].env; !env.SMTPUTF8 || env.From != "jörg@b.test" {
 		t.Errorf("env %+v", env)
+	}
+}
+
+// TestBDATReset abandons a chunked message half way: nothing is queued,
+// RSET is answered and the connection ends (see session.Reset for why).
+func TestBDATReset(t *testing.T) {
+	q := newRecQueue()
+	_, addrs := startServer(t, baseSettings(&eventLog{}), q)
+	c := dial(t, addrs["127.0.0.1:0"])
+	c.expect("", "220")
+	c.expect("EHLO c", "250")
+	c.expect("MAIL FROM:<a@b.test>", "250")
+	c.expect("RCPT TO:<u@local.test>", "250")
+	c.send("BDAT 5\r\nhello")
+	c.expect("", "250")
+	// Pipelined, so go-smtp would reach the next BDAT at once.
+	c.send("RSET\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<v@local.test>\r\nBDAT 5 LAST\r\nbye\r\n")
+	c.expect("", "250 2.0.0 Session reset")
+	if r := c.reply(); r != "" {
+		t.Errorf("after RSET mid-BDAT: %q", r)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if msgs := q.all(); len(msgs) != 0 {
+		t.Fatalf("queued %+v", msgs)
+	}
+
+	// A bare LF in a chunk is refused like in DATA; the session goes on.
+	c = dial(t, addrs["127.0.0.1:0"])
+	c.expect("", "220")
+	c.expect("EHLO c", "250")
+	c.expect("MAIL FROM:<a@b.test>", "250")
+	c.expect("RCPT TO:<v@local.test>", "250")
+	c.send("BDAT 4 LAST\r\nbye\n")
+	c.expect("", "550 5.5.2")
+	c.expect("MAIL FROM:<a@b.test>", "250")
+	c.expect("RCPT TO:<w@local.test>", "250")
+	c.send("BDAT 5 LAST\r\nbye\r\n")
+	c.expect("", "250")
+	msgs := q.all()
+	if len(msgs) != 1 || msgs[0].env.Rcpts[0].Addr != "w@local.test" || !strings.HasSuffix(string(msgs[0].content), "\r\nbye\r\n") {
+		t.Fatalf("queued %+v", msgs)
 	}
 }
