@@ -92,7 +92,7 @@ func TestConnectionLimits(t *testing.T) {
 			if r := c.reply(); r != "" {
 				t.Errorf("after 421: %q", r)
 			}
-			if !ev.find(EvReject, "421 4.7.0") {
+			if !ev.find(EvReject, "4.7.0 mx.test Error: too many connections") {
 				t.Errorf("no reject event")
 			}
 			// Closing one session frees a slot, except under the rate limit.

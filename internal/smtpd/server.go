@@ -452,7 +452,7 @@ func (srv *Server) admit(nc net.Conn, listener string, mode Mode) {
 	}
 	if reply != "" {
 		srv.mu.Unlock()
-		srv.log(Event{Kind: EvReject, Listener: listener, Client: ap, Command: "CONNECT", Code: replyCode(reply), Text: reply})
+		srv.log(Event{Kind: EvReject, Listener: listener, Client: ap, Command: "CONNECT", Code: replyCode(reply), Text: reply[4:]})
 		if mode == ImplicitTLS {
 			// The client expects a TLS handshake, not a plain-text reply;
 			// a handshake just to say 421 is not worth the CPU.

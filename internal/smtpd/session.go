@@ -2,6 +2,7 @@ package smtpd
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -76,18 +77,38 @@ type session struct {
 }
 
 func (s *session) event(kind EventKind) Event {
-	return Event{Kind: kind, Listener: s.sc.listener, Client: s.sc.ap, Helo: s.c.Hostname(), AuthUser: s.authUser}
+	e := Event{Kind: kind, Listener: s.sc.listener, Client: s.sc.ap, Helo: s.c.Hostname(), AuthUser: s.authUser, Proto: s.proto()}
+	if s.env != nil {
+		e.From = s.env.From
+	}
+	return e
 }
 
 // reject logs a refused command, counts it for the tarpit, sleeps the
 // tarpit delay and returns the reply (421 and hang-up at the hard limit).
 func (s *session) reject(cmd string, e *smtp.SMTPError, detail error) error {
+	return s.rejectAddr(cmd, "", "", e, detail)
+}
+
+// rejectAddr is reject with the addresses of the refused command.
+func (s *session) rejectAddr(cmd, from, rcpt string, e *smtp.SMTPError, detail error) error {
 	ev := s.event(EvReject)
+	if from != "" {
+		ev.From = from
+	}
+	ev.Rcpt = rcpt
+	return s.rejectWith(ev, cmd, e, detail)
+}
+
+// rejectWith does the work of reject from a prepared event; it reads no
+// session field that go-smtp's goroutine may change (see Data).
+func (s *session) rejectWith(ev Event, cmd string, e *smtp.SMTPError, detail error) error {
+	ev.Kind = EvReject
 	ev.Command, ev.Code, ev.Text, ev.Err = cmd, e.Code, replyText(e), detail
 	s.srv.log(ev)
 	n := int(s.sc.errCount.Add(1))
 	if n >= s.s.HardErrorLimit {
-		return s.hangup(errTooManyErrs)
+		return s.hangupWith(ev, errTooManyErrs)
 	}
 	if over := n - s.s.SoftErrorLimit; over > 0 {
 		d := min(time.Duration(over)*s.s.ErrorDelay, s.s.CommandTimeout/2)
@@ -103,15 +124,21 @@ func (s *session) reject(cmd string, e *smtp.SMTPError, detail error) error {
 
 // hangup makes the connection close right after e is written.
 func (s *session) hangup(e *smtp.SMTPError) error {
-	ev := s.event(EvReject)
+	return s.hangupWith(s.event(EvReject), e)
+}
+
+func (s *session) hangupWith(ev Event, e *smtp.SMTPError) error {
+	ev.Kind, ev.Err = EvReject, nil
 	ev.Command, ev.Code, ev.Text = "-", e.Code, replyText(e)
 	s.srv.log(ev)
 	s.sc.hangup.Store(true)
 	return e
 }
 
+// replyText is an event's Text: the enhanced code and message, without
+// the basic code (that is Event.Code).
 func replyText(e *smtp.SMTPError) string {
-	return fmt.Sprintf("%d %d.%d.%d %s", e.Code, e.EnhancedCode[0], e.EnhancedCode[1], e.EnhancedCode[2], e.Message)
+	return fmt.Sprintf("%d.%d.%d %s", e.EnhancedCode[0], e.EnhancedCode[1], e.EnhancedCode[2], e.Message)
 }
 
 func (s *session) isTLS() bool {
@@ -189,13 +216,13 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		return s.reject("MAIL", errAuthRequired, nil)
 	}
 	if e := checkSender(from); e != nil {
-		return s.reject("MAIL", e, nil)
+		return s.rejectAddr("MAIL", from, "", e, nil)
 	}
 	if !opts.UTF8 && !isASCII(from) {
-		return s.reject("MAIL", errNeedUTF8, nil)
+		return s.rejectAddr("MAIL", from, "", errNeedUTF8, nil)
 	}
 	if opts.Size > s.maxSize() {
-		return s.reject("MAIL", &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4}, Message: "Message size exceeds fixed limit"}, nil)
+		return s.rejectAddr("MAIL", from, "", &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4}, Message: "Message size exceeds fixed limit"}, nil)
 	}
 	s.env = &Envelope{
 		From:     from,
@@ -219,16 +246,16 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if len(s.env.Rcpts) >= max {
 		// Not a client error: a bulk sender splits and retries.
 		ev := s.event(EvReject)
-		ev.Command, ev.Code, ev.Text = "RCPT", errTooManyRcpts.Code, replyText(errTooManyRcpts)
+		ev.Command, ev.Code, ev.Text, ev.Rcpt = "RCPT", errTooManyRcpts.Code, replyText(errTooManyRcpts), to
 		s.srv.log(ev)
 		return errTooManyRcpts
 	}
 	if !s.env.SMTPUTF8 && !isASCII(to) {
-		return s.reject("RCPT", errNeedUTF8, nil)
+		return s.rejectAddr("RCPT", "", to, errNeedUTF8, nil)
 	}
 	trusted := s.policy.Relay || s.authUser != ""
 	if e := checkRcpt(to, trusted, s.s.LocalDomain); e != nil {
-		return s.reject("RCPT", e, fmt.Errorf("smtpd: rcpt <%s> from <%s>", printable(to), printable(s.env.From)))
+		return s.rejectAddr("RCPT", "", to, e, nil)
 	}
 	r := Rcpt{Addr: to}
 	if opts.OriginalRecipient != "" {
@@ -250,16 +277,43 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	return nil
 }
 
+// dataSnap is what Data needs from the session, copied before the first
+// read of content. Under BDAT, Data runs in go-smtp's own goroutine while
+// the connection goroutine may Reset the session or take the next
+// command, so Data touches no session field after taking it.
+type dataSnap struct {
+	ev     Event // base for events
+	env    *Envelope
+	policy Policy
+	proto  string
+	helo   string
+	user   string
+	tls    *tls.ConnectionState
+}
+
+func (s *session) snapshot() dataSnap {
+	d := dataSnap{ev: s.event(EvReject), env: s.env, policy: s.policy, proto: s.proto(), helo: s.c.Hostname(), user: s.authUser}
+	if st, ok := s.c.TLSConnectionState(); ok {
+		d.tls = &st
+	}
+	return d
+}
+
 func (s *session) Data(r io.Reader) error {
 	s.dataActive.Store(true)
 	defer s.dataActive.Store(false)
-	env := s.env
+	snap := s.snapshot()
+	env := snap.env
 	if env == nil || len(env.Rcpts) == 0 {
 		io.Copy(io.Discard, r)
 		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Error: need RCPT command"}
 	}
+	max := s.s.MaxMessageSize
+	if m := snap.policy.MaxMessageSize; m > 0 && m < max {
+		max = m
+	}
 	s.sc.dataMode(s.s.DataTimeout)
-	content, err := readContent(r, s.maxSize(), s.policy.NormalizeBareNewlines)
+	content, err := readContent(r, max, snap.policy.NormalizeBareNewlines)
 	s.sc.dataMode(0)
 	if err != nil {
 		var se *smtp.SMTPError
@@ -268,16 +322,16 @@ func (s *session) Data(r io.Reader) error {
 		}
 		if se.Code == 421 || se == errDataRead || se == errLineTooLong {
 			// The connection is gone or about to be: no tarpit.
-			ev := s.event(EvReject)
+			ev := snap.ev
 			ev.Command, ev.Code, ev.Text = "DATA", se.Code, replyText(se)
 			s.srv.log(ev)
 			return se
 		}
-		return s.reject("DATA", se, nil)
+		return s.rejectWith(snap.ev, "DATA", se, nil)
 	}
 	h := scanHeader(content)
 	if h.received > s.s.MaxReceived {
-		return s.reject("DATA", errTooManyHops, fmt.Errorf("smtpd: %d Received headers from <%s>", h.received, printable(env.From)))
+		return s.rejectWith(snap.ev, "DATA", errTooManyHops, fmt.Errorf("smtpd: %d Received headers", h.received))
 	}
 
 	now := time.Now()
@@ -285,17 +339,15 @@ func (s *session) Data(r io.Reader) error {
 	env.Received = now
 	env.ClientIP = s.sc.ap.Addr()
 	env.ClientName = s.sc.name
-	env.Helo = s.c.Hostname()
-	env.AuthUser = s.authUser
+	env.Helo = snap.helo
+	env.AuthUser = snap.user
 	env.Source = s.sc.listener
-	env.VMTA = s.policy.DefaultVMTA
-	env.Proto = s.proto()
-	if st, ok := s.c.TLSConnectionState(); ok {
-		env.TLS = &st
-	}
+	env.VMTA = snap.policy.DefaultVMTA
+	env.Proto = snap.proto
+	env.TLS = snap.tls
 
 	var recv, msgID, date string
-	if s.policy.AddReceived {
+	if snap.policy.AddReceived {
 		ri := receivedInfo{
 			Helo: env.Helo, ClientName: env.ClientName, IP: env.ClientIP,
 			Host: s.s.Hostname, Proto: env.Proto, ID: env.ID, TLS: env.TLS, Time: now,
@@ -305,27 +357,28 @@ func (s *session) Data(r io.Reader) error {
 		}
 		recv = received(ri)
 	}
-	if s.policy.AddMessageID && !h.messageID {
+	if snap.policy.AddMessageID && !h.messageID {
 		msgID = "Message-ID: <" + now.UTC().Format("20060102150405") + "." + env.ID + "@" + s.s.Hostname + ">\r\n"
 	}
-	if s.policy.AddDate && !h.date {
+	if snap.policy.AddDate && !h.date {
 		date = "Date: " + rfc5322Date(now) + "\r\n"
 	}
 	content = assemble(content, h, recv, msgID, date)
 
+	ev := snap.ev
+	ev.QueueID = env.ID
 	if err := s.srv.q.Enqueue(s.srv.ctx, env, content); err != nil {
 		e := errQueueWrite
 		if errors.Is(err, ErrQueueFull) {
 			e = errQueueFull
 		}
-		ev := s.event(EvError)
-		ev.Command, ev.Code, ev.Text, ev.QueueID, ev.Err = "DATA", e.Code, replyText(e), env.ID, fmt.Errorf("smtpd: enqueue %s: %w", env.ID, err)
+		ev.Kind = EvError
+		ev.Command, ev.Code, ev.Text, ev.Err = "DATA", e.Code, replyText(e), fmt.Errorf("smtpd: enqueue %s: %w", env.ID, err)
 		s.srv.log(ev)
 		return e
 	}
 	s.sc.errCount.Store(0)
-	ev := s.event(EvQueued)
-	ev.QueueID = env.ID
+	ev.Kind = EvQueued
 	s.srv.log(ev)
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + env.ID}
 }

@@ -158,6 +158,7 @@ type Settings struct {
 	AuthFailureRate Rate // per client IP; over it: 421 4.7.0 and disconnect
 
 	// PolicyFor is called at connect (authUser "") and again after AUTH.
+	// It runs on the accept path: a lookup in the config, nothing slower.
 	PolicyFor func(ip netip.Addr, authUser string) Policy
 	// LocalDomain reports relay-domain destinations, accepted from anyone.
 	// It gets the domain lower-cased without a trailing dot (UTF-8 as sent,
@@ -170,7 +171,8 @@ type Settings struct {
 	// means no lookups: every client is "unknown".
 	ClientName func(ctx context.Context, ip netip.Addr) string
 
-	// Log receives connection events for the maillog (may be nil).
+	// Log receives connection events for the maillog (may be nil). It is
+	// called from many goroutines at once and must not block for long.
 	Log func(Event)
 }
 
@@ -211,10 +213,13 @@ type Event struct {
 	Listener string
 	Client   netip.AddrPort
 	Helo     string
+	Proto    string // SMTP, ESMTP, ESMTPS, ... as far as known
 	AuthUser string
 	QueueID  string
-	Command  string // the verb refused, for EvReject: MAIL, RCPT, DATA, AUTH, CONNECT
-	Code     int    // reply code sent, for EvReject/EvAuth failures
-	Text     string // reply text sent (enhanced code included)
+	From     string // envelope sender, when a transaction is open
+	Rcpt     string // the refused recipient, for a RCPT reject
+	Command  string // the verb refused, for EvReject: CONNECT, MAIL, RCPT, DATA, AUTH, BDAT; "-" for a hang-up
+	Code     int    // reply code sent (EvReject, failed EvAuth, EvError with a reply)
+	Text     string // the rest of the reply: enhanced code and message, e.g. "5.7.1 <u@x>: Relay access denied"
 	Err      error  // local detail not shown to the client
 }
