@@ -164,6 +164,7 @@ func LocalConnInfo() ConnInfo {
 type Chain struct {
 	cfgs []Config
 	log  *slog.Logger
+	dial func(ctx context.Context, network, addr string) (net.Conn, error) // tests only
 }
 
 // NewChain checks the configurations and fills in defaults. An empty chain
@@ -219,7 +220,7 @@ func (c *Chain) Begin(ctx context.Context, info ConnInfo) (*Session, Decision) {
 	s := &Session{ctx: ctx, info: info, macros: make(map[string]string)}
 	s.initMacros()
 	for _, cfg := range c.cfgs {
-		s.filters = append(s.filters, &filter{cfg: cfg, log: c.log})
+		s.filters = append(s.filters, &filter{cfg: cfg, log: c.log, dial: c.dial})
 	}
 	s.stop = context.AfterFunc(ctx, func() {
 		for _, f := range s.filters {

@@ -28,8 +28,9 @@ const (
 
 // filter is the client side of one milter connection.
 type filter struct {
-	cfg Config
-	log *slog.Logger
+	cfg  Config
+	log  *slog.Logger
+	dial func(ctx context.Context, network, addr string) (net.Conn, error) // nil: net.Dialer
 
 	mu   sync.Mutex // guards nc against interrupt from the ctx goroutine
 	nc   net.Conn
@@ -116,8 +117,13 @@ func (f *filter) interrupt() {
 // open dials and negotiates. On failure the filter is in fsError.
 func (f *filter) open(ctx context.Context) (ok bool) {
 	network, addr, _ := ParseSocket(f.cfg.Socket) // checked by NewChain
-	d := net.Dialer{Timeout: f.cfg.ConnectTimeout}
-	nc, err := d.DialContext(ctx, network, addr)
+	dctx, cancel := context.WithTimeout(ctx, f.cfg.ConnectTimeout)
+	defer cancel()
+	dial := f.dial
+	if dial == nil {
+		dial = (&net.Dialer{}).DialContext
+	}
+	nc, err := dial(dctx, network, addr)
 	if err != nil {
 		f.fail(commError, fmt.Errorf("connect to %s: %w", f.cfg.Socket, err))
 		return false

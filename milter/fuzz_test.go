@@ -3,6 +3,7 @@ package milter
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"io"
 	"log/slog"
 	"net"
@@ -97,3 +98,76 @@ func FuzzEndOfBody(f *testing.F) {
 }
 
 func join(bs ...[]byte) []byte { return bytes.Join(bs, nil) }
+
+// FuzzConversation lets the fuzzer play a whole milter: the input is
+// everything the milter says, from its OPTNEG answer on, whatever the
+// client sends. The session must neither panic nor hang, and its answers
+// must be ones an SMTP server can give.
+func FuzzConversation(f *testing.F) {
+	optneg := func(proto uint32) []byte {
+		return appendPacket(nil, cmdOptneg, u32(6), u32(allActions), u32(proto))
+	}
+	cont := appendPacket(nil, repContinue)
+	f.Add(join(optneg(0), cont, cont, cont, cont, cont, cont, cont, cont, cont, cont, cont, appendPacket(nil, repAccept)))
+	f.Add(join(optneg(0), cont, cont, cont, appendPacket(nil, repReplyCode, cstrings("450-4.2.0 a\r\n450 4.2.0 b"))))
+	f.Add(join(optneg(pNRHdr|pNRBody|pHdrLeadSpc), cont, cont, cont, cont, cont,
+		appendPacket(nil, repChgHeader, u32(1), cstrings("Subject", "")), appendPacket(nil, repAddRcptPar, cstrings("<x@y>", "A=B")),
+		appendPacket(nil, repQuarantine, cstrings("q")), appendPacket(nil, repContinue)))
+	f.Add(join(optneg(pSkip), cont, cont, cont, cont, cont, cont, cont, cont, appendPacket(nil, repSkip), appendPacket(nil, repDiscard)))
+	f.Add(join(optneg(0), appendPacket(nil, repShutdown)))
+	f.Add(join(appendPacket(nil, cmdOptneg, u32(2), u32(0), u32(0), u32(1), []byte("j\x00")), cont, cont, appendPacket(nil, repReject)))
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	body := strings.Repeat("x", ChunkSize+5)
+	f.Fuzz(func(t *testing.T, script []byte) {
+		c, err := NewChain([]Config{{Name: "fuzz", Socket: "unix:/fuzz", CommandTimeout: 200 * time.Millisecond, ContentTimeout: 200 * time.Millisecond}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.log = log
+		c.dial = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			mta, milter := net.Pipe()
+			go io.Copy(io.Discard, milter) // whatever the client says
+			go func() {
+				// net.Pipe is synchronous: once Write returns the client
+				// has read the whole script, and then the milter hangs up.
+				milter.Write(script)
+				milter.Close()
+			}()
+			return mta, nil
+		}
+		s, d := c.Begin(context.Background(), testInfo())
+		ds := []Decision{d}
+		if d = s.Mail("a@example.org", nil); d.Verdict == Continue {
+			ds = append(ds, d, s.Rcpt("b@example.net", nil))
+			if d = s.Data(); d.Verdict != Continue {
+				ds = append(ds, d)
+			} else {
+				res, err := s.Message(testHeader, strings.NewReader(body))
+				if err != nil {
+					t.Fatal(err)
+				}
+				ds = append(ds, res.Decision)
+				for _, h := range res.Header {
+					if h.Name == "" || strings.ContainsAny(h.Name, ": \t\r\n") {
+						t.Fatalf("header name %q", h.Name)
+					}
+				}
+			}
+		} else {
+			ds = append(ds, d)
+		}
+		s.Close()
+		for _, d := range ds {
+			switch d.Verdict {
+			case Continue, Discard:
+			case Reject, Tempfail, Shutdown:
+				r := d.Reply()
+				if d.Code < 400 || d.Code > 599 || strings.ContainsAny(strings.ReplaceAll(r, "\r\n", ""), "\r\n\x00") {
+					t.Fatalf("bad reply %q", r)
+				}
+			default:
+				t.Fatalf("verdict %v leaked to the SMTP layer", d.Verdict)
+			}
+		}
+	})
+}
