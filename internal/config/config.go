@@ -81,6 +81,8 @@ type Config struct {
 	byName     map[string]*Block // virtual MTAs and pools share one namespace
 	userByName map[string]*Block
 	poolsOf    map[string][]*Block // virtual MTA name -> pools holding it
+	// patternLists holds the <smtp-pattern-list> blocks by name.
+	patternLists map[string]*Block
 }
 
 // File returns the path the config was read from.

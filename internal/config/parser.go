@@ -293,6 +293,15 @@ func (p *parser) register(parent, b *Block) bool {
 		} else {
 			c.pools = append(c.pools, b)
 		}
+	case KindPatterns:
+		if o := c.patternLists[b.Name]; o != nil {
+			p.errorf(file, n, "<smtp-pattern-list %s> repeats the one at %s:%d", b.Name, o.File, o.Line)
+			return false
+		}
+		if c.patternLists == nil {
+			c.patternLists = map[string]*Block{}
+		}
+		c.patternLists[b.Name] = b
 	case KindAcctFile:
 		if strings.HasPrefix(b.Name, "|") {
 			p.errorf(file, n, "<acct-file %s>: accounting to a pipe is not supported by sluice; write a file", b.Name)
@@ -662,6 +671,7 @@ func (p *parser) finish(hostname func() (string, error)) {
 			}
 		}
 	}
+	p.finishTraffic()
 }
 
 func mapValues(m map[string]*Block) []*Block {

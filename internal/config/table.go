@@ -29,6 +29,10 @@ const (
 	TEnum                         // one of Directive.Enum
 	TPasswordHash                 // a bcrypt hash
 	TSourceRef                    // {name} of a <source {name}> block
+	TCIDRRate                     // CIDR RATE (traffic.go)
+	TCIDRInt                      // CIDR N
+	TVolumeRate                   // SIZE/UNIT, e.g. 100M/h
+	TPatternRule                  // /REGEX/ ACTION...
 )
 
 func (t Type) String() string {
@@ -67,6 +71,14 @@ func (t Type) String() string {
 		return "BCRYPT-HASH"
 	case TSourceRef:
 		return "{NAME}"
+	case TCIDRRate:
+		return "CIDR RATE"
+	case TCIDRInt:
+		return "CIDR N"
+	case TVolumeRate:
+		return "SIZE/UNIT"
+	case TPatternRule:
+		return "/REGEX/ ACTION..."
 	}
 	return "?"
 }
@@ -80,6 +92,7 @@ const (
 	KindVMTA     = "virtual-mta"
 	KindPool     = "virtual-mta-pool"
 	KindAcctFile = "acct-file"
+	KindPatterns = "smtp-pattern-list"
 )
 
 // BlockKind describes a <kind arg> block: where it may appear and what its
@@ -102,6 +115,8 @@ var Blocks = []BlockKind{
 	{KindVMTA, []string{KindGlobal}, "NAME", "A virtual MTA: the source addresses mail is sent from."},
 	{KindPool, []string{KindGlobal}, "NAME", "A pool of virtual MTAs used in turn."},
 	{KindAcctFile, []string{KindGlobal}, "PATH", "An accounting CSV file in PowerMTA's record format."},
+	{KindPatterns, []string{KindGlobal}, "NAME",
+		"Rules applied to every reply from the queues whose <domain> names this list with smtp-pattern-list; every matching rule acts, in order."},
 }
 
 // Directive is one row of the table.
@@ -131,6 +146,7 @@ var (
 	poolK   = []string{KindPool}
 	userK   = []string{KindSMTPUser}
 	acctK   = []string{KindAcctFile}
+	patK    = []string{KindPatterns}
 	syncDoc = "only yes is accepted: sluice answers 250 only once a message is fsynced to the spool"
 )
 
@@ -164,7 +180,9 @@ var Directives = []Directive{
 	{Name: "add-received-header", Blocks: source, Type: TBool, Default: "yes", Doc: "Add a Received header to incoming messages."},
 	{Name: "add-message-id-header", Blocks: source, Type: TBool, Default: "yes", Doc: "Add a Message-ID header when it is missing."},
 	{Name: "add-date-header", Blocks: source, Type: TBool, Default: "yes", Doc: "Add a Date header when it is missing."},
-	{Name: "default-virtual-mta", Arg: "NAME", Blocks: source, Type: TString, Doc: "Virtual MTA or pool for mail from these clients."},
+	{Name: "default-virtual-mta", Arg: "NAME", Blocks: []string{KindSource, KindSMTPUser}, Type: TString, Doc: "Virtual MTA or pool for mail from these clients (or this user, which wins over its source); without one, mail goes through the pool named default if there is one."},
+	{Name: "process-x-virtual-mta", Blocks: source, Type: TBool, Default: "no", Doc: "Honour an x-virtual-mta header naming a virtual MTA or pool. The header is removed either way."},
+	{Name: "process-x-job", Blocks: source, Type: TBool, Default: "no", Doc: "Take the job id (for accounting, pause, resume and delete by job) from an x-job header. The header is removed either way."},
 	{Name: "log-connections", Blocks: source, Type: TBool, Default: "no", Doc: "Log each connection."},
 	{Name: "log-commands", Blocks: source, Type: TBool, Default: "no", Doc: "Log each SMTP command and reply."},
 	{Name: "allow-starttls", Blocks: source, Type: TBool, Default: "yes", Doc: "Offer STARTTLS (when smtp-server-tls-certificate is set)."},
@@ -198,12 +216,34 @@ var Directives = []Directive{
 	{Name: "bounce-upon-5xx-greeting", Blocks: domain, Type: TBool, Default: "yes", Doc: "Bounce (rather than defer) when the greeting is 5xx."},
 	{Name: "smtp-553-means-invalid-mailbox", Blocks: domain, Type: TBool, Default: "yes", Doc: "Treat a 553 reply to RCPT as an invalid mailbox."},
 	{Name: "type", Blocks: domain, Type: TEnum, Enum: []string{"smtp", "discard"}, Default: "smtp", Doc: "smtp delivers; discard drops the mail (accounted as delivered)."},
+	{Name: "max-msg-rate", Blocks: domain, Type: TRate, Default: "unlimited", Doc: "Recipients attempted per time unit in this queue (GCRA, no burst)."},
+	{Name: "max-connect-rate", Blocks: domain, Type: TRate, Default: "unlimited", Doc: "New connections per time unit in this queue."},
+	{Name: "max-data-volume-rate", Blocks: domain, Type: TVolumeRate, Default: "unlimited", Doc: "Message bytes per time unit in this queue (SIZE/UNIT, e.g. 500M/h; each recipient counts the message size)."},
+	{Name: "source-ip-max-msg-rate", Blocks: domain, Type: TCIDRRate, Repeatable: true, Doc: "Recipients per time unit from each source address in CIDR. In <domain *> it limits the address across all queues; in <domain NAME> within that queue."},
+	{Name: "source-ip-max-connect-rate", Blocks: domain, Type: TCIDRRate, Repeatable: true, Doc: "New connections per time unit from each source address in CIDR (scope as source-ip-max-msg-rate)."},
+	{Name: "source-ip-max-smtp-out", Blocks: domain, Type: TCIDRInt, Repeatable: true, Doc: "Most connections at once from each source address in CIDR (scope as source-ip-max-msg-rate); 0 = no limit."},
+	{Name: "backoff-max-smtp-out", Blocks: domain, Type: TInt, Default: "20", Doc: "max-smtp-out while the queue is in backoff mode."},
+	{Name: "backoff-max-msg-rate", Blocks: domain, Type: TRate, Default: "unlimited", Doc: "max-msg-rate while the queue is in backoff mode."},
+	{Name: "backoff-max-connect-rate", Blocks: domain, Type: TRate, Default: "unlimited", Doc: "max-connect-rate while the queue is in backoff mode."},
+	{Name: "backoff-retry-after", Blocks: domain, Type: TDuration, Default: "1h", Doc: "Wait before retrying a recipient deferred while the queue is in backoff mode."},
+	{Name: "backoff-to-normal-after", Blocks: domain, Type: TDuration, Default: "1h", Doc: "A queue in backoff mode returns to normal after this long (sluice's default; PowerMTA's is never). 0 = only by hand or by a mode=normal pattern."},
+	{Name: "backoff-to-normal-after-delivery", Blocks: domain, Type: TBool, Default: "no", Doc: "Return to normal mode at the first delivery made in backoff mode."},
+	{Name: "reenable-source-ip-after", Blocks: domain, Type: TDuration, Default: "1h", Doc: "A source address disabled by a disable-source-ip pattern is used again for this queue after this long (unless the rule's reenable-after= says otherwise)."},
+	{Name: "smtp-pattern-list", Arg: "NAME", Blocks: domain, Type: TString, Doc: "The <smtp-pattern-list> applied to every reply in this queue."},
+	{Name: "disable-mx-rollup", Blocks: domain, Type: TBool, Default: "no", Doc: "Keep this domain in its own queue even when its MX hosts are those of other domains. Only domains governed by <domain *> alone are rolled up (see sluice-queues(7))."},
+	{Name: "queue-priority", Blocks: domain, Type: TInt, Default: "50", Doc: "0-100: a queue of higher priority is given connections first when total-max-smtp-out is reached.", Check: checkPriority},
+	{Name: "list-unsubscribe", Arg: "URL-TEMPLATE", Blocks: domain, Type: TString, Doc: "Add List-Unsubscribe: <URL> where the message has none; https only. {rcpt}, {from}, {jobid}, {envid} and {id} are replaced (URL-escaped)."},
+	{Name: "add-list-unsubscribe-post", Blocks: domain, Type: TBool, Default: "no", Doc: "Add List-Unsubscribe-Post: List-Unsubscribe=One-Click (RFC 8058) where the message has none and its List-Unsubscribe holds an https URI."},
 
 	// <virtual-mta>.
 	{Name: "smtp-source-host", Blocks: vmtaK, Type: TSourceHost, Repeatable: true, Doc: "Source address and the host name to announce from it; at most one per address family."},
 
 	// <virtual-mta-pool>.
 	{Name: "virtual-mta", Arg: "NAME", Blocks: poolK, Type: TString, Repeatable: true, Doc: "A member virtual MTA. Repeat for several."},
+	{Name: "pool-weight", Blocks: vmtaK, Type: TInt, Default: "1", Doc: "(sluice) This virtual MTA's share in every pool holding it, relative to the other members' weights (1-1000). Each recipient sticks to the member first chosen for it across retries.", Check: checkWeight},
+
+	// <smtp-pattern-list>.
+	{Name: "reply", Blocks: patK, Type: TPatternRule, Repeatable: true, Doc: "/REGEX/ ACTION...: when a reply (as logged, \"421 4.7.0 text\") matches REGEX (case-insensitive), act: mode=backoff or mode=normal sets the queue's mode; disable-source-ip stops using the source address for this queue (until reenable-after=DURATION or reenable-source-ip-after); defer-queue defers the queue's waiting recipients (backoff-retry-after)."},
 
 	// <acct-file>.
 	{Name: "records", Blocks: acctK, Type: TRecordTypes, Default: "d,b", Doc: "Record types written: d, b, t, tq, r, f, rb, rs."},
@@ -217,33 +257,31 @@ var powermtaDirectives = []string{
 	// global
 	"http-mgmt-port", "http-access", "run-as-root", "pickup", "domain-key",
 	"bounce-processor", "feedback-loop-processor", "address-list", "rewrite-list",
-	"smtp-pattern-list", "bounce-category-patterns", "deliver-only",
+	"bounce-category-patterns", "deliver-only",
 	// source
-	"process-x-virtual-mta", "process-x-job", "process-x-envid", "retain-x-job",
+	"process-x-envid", "retain-x-job",
 	"retain-x-virtual-mta", "jobid-header", "remove-received-headers",
 	"hide-message-source", "remove-header", "log-data", "pattern-list",
 	"verp-default", "suppress-local-dsn",
 	// domain
-	"backoff-max-smtp-out", "source-ip-max-smtp-out", "max-errors-per-connection",
-	"max-msg-rate", "backoff-max-msg-rate", "source-ip-max-msg-rate", "max-connect-rate",
-	"backoff-max-connect-rate", "source-ip-max-connect-rate", "max-data-volume-rate",
-	"smtp-out-rampup-interval", "backoff-retry-after", "retry-recipients-after",
-	"backoff-to-normal-after", "backoff-to-normal-after-delivery", "backoff-notify",
-	"reenable-source-ip-after", "backoff-reroute-to-virtual-mta", "bounce-upon-no-mx",
+	"max-errors-per-connection",
+	"smtp-out-rampup-interval", "retry-recipients-after",
+	"backoff-notify",
+	"backoff-reroute-to-virtual-mta", "bounce-upon-no-mx",
 	"ignore-8bitmime", "ignore-chunking", "ignore-pipelining", "ignore-dsn",
-	"disable-mx-rollup", "dkim-sign", "dkim-algorithm", "dkim-body-canon",
-	"dkim-headers-canon", "dkim-identity", "dkim-expire-after", "queue-priority",
+	"dkim-sign", "dkim-algorithm", "dkim-body-canon",
+	"dkim-headers-canon", "dkim-identity", "dkim-expire-after",
 	"auth-username", "auth-password", "dsn-format", "notify-of-delay-every",
 	"disable-acct-records",
 	// smtp-pattern-list and acct-file
-	"reply", "disable-source-ip", "defer-queue", "move-to", "move-interval",
+	"disable-source-ip", "defer-queue", "move-to", "move-interval",
 	"max-size", "delete-after",
 }
 
 // powermtaBlocks are PowerMTA block kinds sluice does not implement yet.
 var powermtaBlocks = []string{
 	"spool", "bounce-processor", "feedback-loop-processor", "address-list",
-	"rewrite-list", "smtp-pattern-list", "bounce-category-patterns", "pattern-list",
+	"rewrite-list", "bounce-category-patterns", "pattern-list",
 }
 
 // acctRecordTypes are PowerMTA's accounting record types.
@@ -256,6 +294,20 @@ func refuseNo(name string) func(any) string {
 		}
 		return name + " no is refused: sluice acknowledges mail only after it is fsynced to the spool, so a crash cannot lose accepted mail; remove the line"
 	}
+}
+
+func checkPriority(v any) string {
+	if n := v.(int64); n > 100 {
+		return fmt.Sprintf("queue-priority %d is not 0-100", n)
+	}
+	return ""
+}
+
+func checkWeight(v any) string {
+	if n := v.(int64); n < 1 || n > 1000 {
+		return fmt.Sprintf("pool-weight %d is not 1-1000", n)
+	}
+	return ""
 }
 
 func checkPort(v any) string {

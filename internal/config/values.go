@@ -210,6 +210,9 @@ func parseTyped(d *Directive, raw, dir string) (any, error) {
 		}
 		return raw, nil
 	}
+	if v, ok, err := parseTraffic(d, raw); ok {
+		return v, err
+	}
 	panic(fmt.Sprintf("config: directive %s has no parser for type %d", d.Name, d.Type))
 }
 

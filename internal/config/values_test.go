@@ -152,7 +152,8 @@ func TestEveryTypeCovered(t *testing.T) {
 	covered := map[Type]bool{TCertKey: true} // TestCertificate
 	for _, d := range []string{"smtp-service", "total-max-smtp-in", "max-message-size", "bounce-after", "retry-after",
 		"smtp-max-auth-failure-rate", "spool", "route", "smtp-listener", "smtp-source-host", "records", "record-fields",
-		"type", "password", "source"} {
+		"type", "password", "source",
+		"source-ip-max-msg-rate", "source-ip-max-smtp-out", "max-data-volume-rate", "reply"} { // traffic_test.go
 		for _, dd := range byName[d] {
 			covered[dd.Type] = true
 		}
