@@ -575,3 +575,21 @@ func TestUnseekableBodyReachesEveryMilter(t *testing.T) {
 		t.Errorf("second milter got %d bytes, want %d", got.Len(), len(body))
 	}
 }
+
+func TestHeloTLSMacros(t *testing.T) {
+	f := startFake(t, func(c *fakeConn) {
+		if c.negotiate(6, 0, pNoConnect) == nil {
+			c.serve(continueAll)
+		}
+	})
+	m := noMacros()
+	m[StageHelo] = DefaultMacros()[StageHelo]
+	c := mustChain(t, cfgFor(f.socket, func(c *Config) { c.Macros = m }))
+	info := testInfo()
+	info.TLS = &TLSInfo{Version: "TLSv1.3", Cipher: "TLS_AES_128_GCM_SHA256", CipherBits: 128, CertSubject: "client.example.org", CertIssuer: "Test CA"}
+	s, _ := c.Begin(context.Background(), info)
+	s.Close()
+	waitLog(t, f, []string{"O",
+		"DH {tls_version} TLSv1.3 {cipher} TLS_AES_128_GCM_SHA256 {cipher_bits} 128 {cert_subject} client.example.org {cert_issuer} Test CA",
+		"H client.example.org", "Q"})
+}
