@@ -461,14 +461,21 @@ func (s *Session) Rcpt(to string, args []string) Decision {
 // recipient the SMTP layer rejected with reply (e.g. "554 5.7.1 <a@b>:
 // Relay access denied"). Their answer does not matter.
 func (s *Session) RejectedRcpt(to string, args []string, reply string) {
-	// Postfix's macros for a rejected recipient: mailer "error", host the
-	// enhanced code, addr the text.
-	rest := reply
-	if len(rest) > 4 {
-		rest = rest[4:]
+	// Postfix's macros for a rejected recipient (smtpd_milter.c): mailer
+	// "error", host the first word after the code (the enhanced code),
+	// addr what follows the second word ("554 5.7.1 <a@b>: Relay access
+	// denied" gives "Relay access denied").
+	rest := ""
+	if len(reply) > 4 {
+		rest = reply[4:]
 	}
-	host, text, _ := strings.Cut(rest, " ")
-	s.macros["rcpt_addr"], s.macros["rcpt_host"], s.macros["rcpt_mailer"] = text, host, "error"
+	host, tail, _ := strings.Cut(rest, " ")
+	s.macros["rcpt_host"], s.macros["rcpt_mailer"] = host, "error"
+	if _, text, ok := strings.Cut(tail, " "); ok {
+		s.macros["rcpt_addr"] = text
+	} else {
+		delete(s.macros, "rcpt_addr")
+	}
 	data := cstrings(append([]string{s.extAddr(to)}, args...)...)
 	for _, f := range s.filters {
 		if f.state == fsEnvelope && f.events&pRcptRej != 0 {

@@ -433,7 +433,7 @@ func TestRejectedRcptOnlyToMiltersThatAsk(t *testing.T) {
 	s.Abort()
 	s.Close()
 	waitLog(t, wants, []string{"O", "M <a@example.org>",
-		"DR {rcpt_addr} <x@example.com>: Relay access denied {rcpt_host} 5.7.1 {rcpt_mailer} error", "R <x@example.com>",
+		"DR {rcpt_addr} Relay access denied {rcpt_host} 5.7.1 {rcpt_mailer} error", "R <x@example.com>",
 		"DR {rcpt_addr} b@example.net {rcpt_host} example.net {rcpt_mailer} smtp", "R <b@example.net>",
 		"A", "Q"})
 	waitLog(t, plain, []string{"O", "M <a@example.org>", "R <b@example.net>", "A", "Q"})
