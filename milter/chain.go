@@ -575,6 +575,12 @@ func (s *Session) Message(header []HeaderField, body io.Reader) (Result, error) 
 			br = r
 		}
 		d, ed, err := s.messageTo(f, res.Header, br)
+		if f.earlyHold != "" { // quarantine while headers or body were sent
+			if res.Quarantine == "" {
+				res.Quarantine = f.earlyHold
+			}
+			f.earlyHold = ""
+		}
 		if err != nil {
 			return res, err
 		}

@@ -593,3 +593,22 @@ func TestHeloTLSMacros(t *testing.T) {
 		"DH {tls_version} TLSv1.3 {cipher} TLS_AES_128_GCM_SHA256 {cipher_bits} 128 {cert_subject} client.example.org {cert_issuer} Test CA",
 		"H client.example.org", "Q"})
 }
+
+func TestQuarantineDuringHeaders(t *testing.T) {
+	f := startFake(t, func(c *fakeConn) {
+		if c.negotiate(6, actQuarantine, 0) != nil {
+			return
+		}
+		c.serve(func(cmd byte, data []byte) [][]byte {
+			if cmd == cmdEOH {
+				return [][]byte{rep(repQuarantine, cstrings("header smell")), {repContinue}}
+			}
+			return continueAll(cmd, data)
+		})
+	})
+	c := mustChain(t, cfgFor(f.socket))
+	res, _ := runTx(t, c, testInfo(), "x\r\n")
+	if res.Quarantine != "header smell" || res.Decision.Verdict != Continue {
+		t.Errorf("%+v", res)
+	}
+}
