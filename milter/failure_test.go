@@ -102,8 +102,7 @@ func TestMisbehavingMilter(t *testing.T) {
 					c.serve(func(cmd byte, data []byte) [][]byte {
 						if misbehave && cmd == tc.at {
 							if tc.sleep {
-								time.Sleep(400 * time.Millisecond)
-								return nil
+								return nil // never answer; the client times out and hangs up
 							}
 							if tc.bad == nil {
 								c.c.Close()
@@ -117,8 +116,12 @@ func TestMisbehavingMilter(t *testing.T) {
 				})
 				cfg := cfgFor(f.socket, func(c *Config) {
 					c.DefaultAction = act
-					c.CommandTimeout = 150 * time.Millisecond
-					c.ContentTimeout = 150 * time.Millisecond
+					// Short timeouts only where they are the point: a loaded
+					// machine must not turn the healthy retry into a failure.
+					c.CommandTimeout, c.ContentTimeout = 5*time.Second, 5*time.Second
+					if tc.sleep {
+						c.CommandTimeout, c.ContentTimeout = 300*time.Millisecond, 300*time.Millisecond
+					}
 					c.Protocol = tc.offer
 				})
 				c := quietChain(t, cfg)
@@ -187,7 +190,7 @@ func TestContextCancelUnblocks(t *testing.T) {
 		}
 		c.serve(func(cmd byte, data []byte) [][]byte {
 			if cmd == cmdMail {
-				time.Sleep(3 * time.Second)
+				return nil // hang until the client gives up
 			}
 			return continueAll(cmd, data)
 		})
