@@ -7,14 +7,15 @@ import (
 )
 
 // connKey names the connections one destination host can reuse: the same
-// source IP (the sending identity), host, port and HELO name. Keying by MX
+// source IPs (the sending identity), host, port, HELO name and login. Keying by MX
 // host rather than by recipient domain lets domains sharing MX hosts share
 // connections, as PowerMTA's MX rollup does.
 type connKey struct {
-	src  netip.Addr
-	host string
-	port int
-	helo string
+	src4, src6 netip.Addr
+	host       string
+	port       int
+	helo       string
+	user       string // AUTH user name; "" without login
 }
 
 // connCache holds idle sessions. A session is in the cache or owned by one

@@ -9,12 +9,14 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,13 +40,15 @@ type conn struct {
 	tls   *tls.ConnectionState
 	// verified: the TLS certificate was checked against host.
 	verified bool
-	msgs     int       // transactions finished on this connection
-	used     bool      // a transaction has run (the next one starts with RSET)
-	idleAt   time.Time // when it went into the cache
-	idleFor  time.Duration
-	broken   bool // must not be reused (I/O error, 421, protocol error)
-	closed   bool
-	open     *atomic.Int64 // the Deliverer's count of open sessions
+	// implicitTLS: TLS starts on connect (port 465), before the greeting.
+	implicitTLS bool
+	msgs        int       // transactions finished on this connection
+	used        bool      // a transaction has run (the next one starts with RSET)
+	idleAt      time.Time // when it went into the cache
+	idleFor     time.Duration
+	broken      bool // must not be reused (I/O error, 421, protocol error)
+	closed      bool
+	open        *atomic.Int64 // the Deliverer's count of open sessions
 }
 
 // sessErr is a failure with the reply recipients get for it.
@@ -193,9 +197,15 @@ func connectErr(host string, ip netip.Addr, port int, err error) *sessErr {
 		reply: synth(451, "4.4.1", "connect to %s[%s]:%d: %s", host, ip, port, reason)}
 }
 
-// setup reads the greeting, says EHLO (HELO if refused) and, when asked
-// and offered, starts TLS.
+// setup reads the greeting, says EHLO (HELO if refused), when asked and
+// offered starts TLS, and logs in when credentials are configured.
 func (d *Deliverer) setup(c *conn, dest *Destination, plain bool) *sessErr {
+	if c.implicitTLS {
+		if se := d.handshake(c, dest); se != nil {
+			se.tlsFailed = false // no plain-text service on a TLS port
+			return se
+		}
+	}
 	rep, _, err := c.read(dest.GreetingTimeout)
 	if err != nil {
 		return c.ioErr(StageGreeting, "receiving the initial server greeting", err)
@@ -210,12 +220,14 @@ func (d *Deliverer) setup(c *conn, dest *Destination, plain bool) *sessErr {
 	if se := d.hello(c, dest); se != nil {
 		return se
 	}
-	wantTLS := dest.UseStartTLS || dest.RequireStartTLS
+	// Credentials go over TLS only: a smarthost login makes TLS required.
+	needTLS := dest.RequireStartTLS || dest.AuthUsername != ""
+	wantTLS := (dest.UseStartTLS || needTLS) && c.tls == nil
 	if !wantTLS || plain {
-		return nil
+		return d.auth(c, dest)
 	}
 	if !c.has("STARTTLS") {
-		if dest.RequireStartTLS {
+		if needTLS {
 			return &sessErr{stage: StageSTARTTLS, synth: true,
 				reply: synth(451, "4.7.4", "TLS is required, but was not offered by host %s", c.name())}
 		}
@@ -226,11 +238,24 @@ func (d *Deliverer) setup(c *conn, dest *Destination, plain bool) *sessErr {
 		return c.ioErr(StageSTARTTLS, "sending STARTTLS", err)
 	}
 	if rep.Code != 220 {
-		if rep.Code == 421 || dest.RequireStartTLS {
+		if rep.Code == 421 || needTLS {
 			return &sessErr{stage: StageSTARTTLS, reply: rep}
 		}
 		return nil // opportunistic: carry on in plain text on this session
 	}
+	if se := d.handshake(c, dest); se != nil {
+		return se
+	}
+	if se := d.hello(c, dest); se != nil {
+		return se
+	}
+	return d.auth(c, dest)
+}
+
+// handshake starts TLS on c (after a 220 to STARTTLS, or on connect for
+// implicit TLS). The certificate is checked only when TLS is required:
+// opportunistic TLS against an unverified peer still beats plain text.
+func (d *Deliverer) handshake(c *conn, dest *Destination) *sessErr {
 	cfg := &tls.Config{}
 	if d.opt.TLSConfig != nil {
 		cfg = d.opt.TLSConfig.Clone()
@@ -247,9 +272,8 @@ func (d *Deliverer) setup(c *conn, dest *Destination, plain bool) *sessErr {
 	tc.SetDeadline(time.Now().Add(dest.CommandTimeout))
 	if err := tc.Handshake(); err != nil {
 		c.broken = true
-		enh := "4.7.5"
 		return &sessErr{stage: StageSTARTTLS, synth: true, err: err, tlsFailed: true,
-			reply: synth(451, enh, "TLS handshake with %s failed: %v", c.name(), err)}
+			reply: synth(451, "4.7.5", "TLS handshake with %s failed: %v", c.name(), err)}
 	}
 	st := tc.ConnectionState()
 	c.tls = &st
@@ -257,7 +281,50 @@ func (d *Deliverer) setup(c *conn, dest *Destination, plain bool) *sessErr {
 	c.nc = tc
 	c.r = bufio.NewReaderSize(tc, 4096)
 	c.w = bufio.NewWriterSize(tc, 32<<10)
-	return d.hello(c, dest)
+	return nil
+}
+
+// auth logs in with the configured credentials, AUTH PLAIN (RFC 4616) or
+// LOGIN, only over TLS. A refused login defers (the next host is tried):
+// it is a configuration problem, never the recipients' fault.
+func (d *Deliverer) auth(c *conn, dest *Destination) *sessErr {
+	if dest.AuthUsername == "" {
+		return nil
+	}
+	if c.tls == nil {
+		return &sessErr{stage: StageAuth, synth: true,
+			reply: synth(451, "4.7.4", "TLS is required to send credentials, but was not offered by host %s", c.name())}
+	}
+	mechs := strings.Fields(strings.ToUpper(c.ext["AUTH"]))
+	b64 := base64.StdEncoding.EncodeToString
+	var rep Reply
+	var err error
+	switch {
+	case slices.Contains(mechs, "PLAIN"):
+		rep, _, err = c.cmd(dest.CommandTimeout, "AUTH PLAIN "+b64([]byte("\x00"+dest.AuthUsername+"\x00"+dest.AuthPassword)))
+	case slices.Contains(mechs, "LOGIN"):
+		rep, _, err = c.cmd(dest.CommandTimeout, "AUTH LOGIN")
+		for _, v := range []string{dest.AuthUsername, dest.AuthPassword} {
+			if err != nil || rep.Code != 334 {
+				break
+			}
+			rep, _, err = c.cmd(dest.CommandTimeout, b64([]byte(v)))
+		}
+	default:
+		return &sessErr{stage: StageAuth, synth: true,
+			reply: synth(451, "4.7.0", "host %s offers no AUTH mechanism we can use (PLAIN, LOGIN); credentials are configured for it", c.name())}
+	}
+	if err != nil {
+		return c.ioErr(StageAuth, "authenticating", err)
+	}
+	if rep.Code != 235 {
+		if rep.Code == 421 {
+			c.broken = true
+		}
+		return &sessErr{stage: StageAuth, synth: true,
+			reply: synth(451, "4.7.0", "SASL authentication failed; server %s said: %s", c.name(), rep)}
+	}
+	return nil
 }
 
 // hello sends EHLO, falling back to HELO when EHLO is refused.
@@ -303,6 +370,22 @@ type txn struct {
 	idx                  []int
 	res                  []RcptResult // Result.Rcpts, written at idx
 	smtputf8, dsn, body8 bool
+	// The envelope as this session sends it: with A-label domains when
+	// the server lacks SMTPUTF8 (rcpt holds only the rewritten ones).
+	from string
+	rcpt map[int]string
+
+	// What the session sends: the message's content, or its 7-bit
+	// conversion (prepare).
+	content    io.ReaderAt
+	size       int64
+	downgraded bool
+	// The content scan and the conversion, done at most once per Deliver.
+	scanned bool
+	info    contentInfo
+	scanErr error
+	down    []byte
+	downErr error
 }
 
 // transact runs one transaction. It fills res for every index in t.idx and
@@ -327,16 +410,16 @@ func (c *conn) transact(dest *Destination, t *txn) (retry []int, err error) {
 func (c *conn) mailCmd(t *txn) string {
 	var b strings.Builder
 	b.WriteString("MAIL FROM:<")
-	b.WriteString(t.msg.From)
+	b.WriteString(t.from)
 	b.WriteString(">")
-	if c.has("SIZE") && t.msg.Size > 0 {
+	if c.has("SIZE") && t.size > 0 {
 		b.WriteString(" SIZE=")
-		b.WriteString(strconv.FormatInt(t.msg.Size, 10))
+		b.WriteString(strconv.FormatInt(t.size, 10))
 	}
 	if t.body8 && c.has("8BITMIME") {
 		b.WriteString(" BODY=8BITMIME")
 	}
-	if t.smtputf8 && c.has("SMTPUTF8") {
+	if t.smtputf8 {
 		b.WriteString(" SMTPUTF8")
 	}
 	if c.has("DSN") {
@@ -352,7 +435,11 @@ func (c *conn) mailCmd(t *txn) string {
 
 func (c *conn) rcptCmd(t *txn, ix int) string {
 	r := t.msg.Rcpts[ix]
-	s := "RCPT TO:<" + r.Addr + ">"
+	addr := r.Addr
+	if a, ok := t.rcpt[ix]; ok {
+		addr = a
+	}
+	s := "RCPT TO:<" + addr + ">"
 	if c.has("DSN") {
 		if r.Notify != "" {
 			s += " NOTIFY=" + strings.ToUpper(r.Notify)
@@ -572,6 +659,9 @@ func (c *conn) afterData(dest *Destination, t *txn, mrep Reply, replies []Reply,
 	var closeErr error
 	for i, ix := range t.idx {
 		rep := replies[i]
+		if dest.InvalidMailbox553 && rep.Code == 553 && (rep.Enhanced == "" || rep.Enhanced == "5.0.0") {
+			rep.Enhanced = "5.1.1" // smtp-553-means-invalid-mailbox
+		}
 		t.set(ix, StageRcpt, rep, false)
 		switch {
 		case rep.Code/100 == 2:
@@ -596,7 +686,7 @@ func (c *conn) afterData(dest *Destination, t *txn, mrep Reply, replies []Reply,
 		c.abortData(dest)
 		return nil, closeErr
 	}
-	if err := c.sendBody(dest, t.msg); err != nil {
+	if err := c.sendBody(dest, t); err != nil {
 		var le *localErr
 		if errors.As(err, &le) {
 			// Our fault, mid-DATA: the session cannot be ended cleanly, and
@@ -613,8 +703,14 @@ func (c *conn) afterData(dest *Destination, t *txn, mrep Reply, replies []Reply,
 	}
 	frep, _, err := c.read(dest.DataTerminationTimeout)
 	if err != nil {
+		// The whole message is out; only its acknowledgement is missing.
+		// The server may have queued it: see "Data termination" in doc.go.
 		se := c.ioErr(StageDot, "receiving the end of data reply", err)
+		se.reply.Text += "; the message may have been delivered (outcome unknown)"
 		t.fail(accepted, se)
+		for _, ix := range accepted {
+			t.res[ix].OutcomeUnknown = true
+		}
 		return nil, se
 	}
 	c.msgs++
@@ -649,13 +745,11 @@ func (e *localErr) Unwrap() error { return e.err }
 
 // sendBody streams the content, dot-stuffed, refreshing the write deadline
 // for every chunk so DataTimeout bounds a stall, not the whole transfer.
-func (c *conn) sendBody(dest *Destination, msg *Message) error {
+func (c *conn) sendBody(dest *Destination, t *txn) error {
+	msg := t.msg
 	dw := newDotWriter(c.w)
-	if msg.Content != nil {
-		var src io.Reader = io.NewSectionReader(msg.Content, 0, 1<<62)
-		if msg.Size > 0 {
-			src = io.NewSectionReader(msg.Content, 0, msg.Size)
-		}
+	if t.content != nil {
+		src := t.reader()
 		bp := bodyBufs.Get().(*[]byte)
 		defer bodyBufs.Put(bp)
 		buf := *bp

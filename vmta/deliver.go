@@ -1,11 +1,15 @@
 package vmta
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -104,8 +108,37 @@ func withDefaults(dest Destination) Destination {
 		dest.HeloName = "localhost"
 	}
 	dest.Domain = strings.ToLower(strings.TrimSuffix(dest.Domain, "."))
+	dest.SourceIP4, dest.SourceIP6 = dest.SourceIP4.Unmap(), dest.SourceIP6.Unmap()
+	if s := dest.SourceIP.Unmap(); s.IsValid() {
+		if s.Is4() && !dest.SourceIP4.IsValid() {
+			dest.SourceIP4 = s
+		}
+		if s.Is6() && !dest.SourceIP6.IsValid() {
+			dest.SourceIP6 = s
+		}
+	}
+	dest.SourceIP = netip.Addr{}
 	return dest
 }
+
+// sourceFor picks the source address for dialling ip: the one of ip's
+// family. ok is false when only the other family has a source (a VMTA's
+// identity is its source addresses; dialling from an unplanned one would
+// send as someone else).
+func sourceFor(dest *Destination, ip netip.Addr) (src netip.Addr, ok bool) {
+	if !dest.SourceIP4.IsValid() && !dest.SourceIP6.IsValid() {
+		return netip.Addr{}, true
+	}
+	if ip.Unmap().Is4() {
+		return dest.SourceIP4, dest.SourceIP4.IsValid()
+	}
+	return dest.SourceIP6, dest.SourceIP6.IsValid()
+}
+
+// QueueDefer421 is how long Result.QueueDefer asks the queue manager to
+// hold a destination that said 421: long enough for a server shedding
+// load to recover, short next to a retry interval.
+const QueueDefer421 = time.Minute
 
 // target is one next hop: an MX host, a route host, or the domain itself
 // when it has no MX.
@@ -116,6 +149,10 @@ type target struct {
 	// implicit: the domain's own address records (no MX), so a domain
 	// without addresses is a permanent failure.
 	implicit bool
+	// mx: a host of the recipient domain's MX set (or implicit), with its
+	// preference; only these are checked for pointing back at us.
+	mx   bool
+	pref int
 }
 
 // Deliver sends msg to dest in one or more transactions on one connection
@@ -123,6 +160,17 @@ type target struct {
 // "452 4.5.3") and reports each recipient's reply. It never returns without
 // a reply for every recipient.
 func (d *Deliverer) Deliver(ctx context.Context, dest Destination, msg *Message) Result {
+	res := d.deliver(ctx, dest, msg)
+	for _, r := range res.Rcpts {
+		if r.Reply.Code == 421 && !r.Synthesized {
+			res.QueueDefer = QueueDefer421
+		}
+		res.OutcomeUnknown = res.OutcomeUnknown || r.OutcomeUnknown
+	}
+	return res
+}
+
+func (d *Deliverer) deliver(ctx context.Context, dest Destination, msg *Message) Result {
 	dest = withDefaults(dest)
 	res := Result{Rcpts: make([]RcptResult, len(msg.Rcpts))}
 	if len(msg.Rcpts) == 0 {
@@ -132,8 +180,20 @@ func (d *Deliverer) Deliver(ctx context.Context, dest Destination, msg *Message)
 	for i := range all {
 		all[i] = i
 	}
-	t := &txn{msg: msg, res: res.Rcpts, body8: msg.Body8bit}
+	t := &txn{msg: msg, res: res.Rcpts}
+	if a, err := resolve.ToASCII(dest.Domain); err != nil {
+		se := &sessErr{stage: StageDNS, synth: true, err: err,
+			reply: synth(550, "5.1.2", "bad destination domain %q: %v", dest.Domain, err)}
+		t.fail(all, se)
+		res.Err = se
+		return res
+	} else {
+		dest.Domain = a // IDN: DNS and the connection cache speak A-labels
+	}
 	targets, se := d.route(ctx, &dest)
+	if se == nil && dest.IsSelf != nil && len(dest.Hosts) == 0 {
+		targets, se = d.dropSelf(ctx, &dest, targets)
+	}
 	if se != nil {
 		t.fail(all, se)
 		res.Err = se
@@ -176,7 +236,7 @@ func (d *Deliverer) Deliver(ctx context.Context, dest Destination, msg *Message)
 			}
 			tries++
 			c, se := d.open(ctx, &dest, tg, ip, false)
-			if se != nil && se.tlsFailed && !dest.RequireStartTLS {
+			if se != nil && se.tlsFailed && !dest.RequireStartTLS && dest.AuthUsername == "" {
 				// A failed handshake leaves the session unusable; the same
 				// host in plain text beats deferring (opportunistic TLS).
 				d.opt.Logf("vmta: %s: %v; retrying in plain text", msg.ID, se)
@@ -217,13 +277,46 @@ func (d *Deliverer) Deliver(ctx context.Context, dest Destination, msg *Message)
 }
 
 func (d *Deliverer) key(dest *Destination, tg target) connKey {
-	return connKey{src: dest.SourceIP, host: tg.name, port: tg.port, helo: dest.HeloName}
+	return connKey{src4: dest.SourceIP4, src6: dest.SourceIP6, host: tg.name, port: tg.port,
+		helo: dest.HeloName, user: dest.AuthUsername}
+}
+
+// dropSelf applies RFC 5321 5.1's loop rule to the recipient domain's MX
+// hosts: the first one whose address is this MTA's marks our own
+// preference; hosts of that preference or worse are dropped, and when
+// nothing better remains the mail loops and bounces (5.4.6).
+func (d *Deliverer) dropSelf(ctx context.Context, dest *Destination, targets []target) ([]target, *sessErr) {
+	for i, tg := range targets {
+		if !tg.mx {
+			continue
+		}
+		addrs, se := d.addrs(ctx, dest, tg)
+		if se != nil {
+			continue
+		}
+		for _, ip := range addrs {
+			if !dest.IsSelf(ip, tg.port) {
+				continue
+			}
+			n := 0
+			for n < i && targets[n].pref < tg.pref {
+				n++
+			}
+			if n == 0 {
+				return nil, &sessErr{stage: StageDNS, synth: true, host: tg.name, ip: ip, port: tg.port,
+					reply: synth(554, "5.4.6", "mail for %s loops back to myself (MX host %s[%s])", dest.Domain, tg.name, ip)}
+			}
+			return targets[:n], nil
+		}
+	}
+	return targets, nil
 }
 
 // open dials ip and sets the session up (greeting, EHLO, STARTTLS).
 func (d *Deliverer) open(ctx context.Context, dest *Destination, tg target, ip netip.Addr, plain bool) (*conn, *sessErr) {
+	src, _ := sourceFor(dest, ip)
 	dctx, cancel := context.WithTimeout(ctx, dest.ConnectTimeout)
-	nc, err := d.opt.Dial(dctx, dest.SourceIP, netip.AddrPortFrom(ip, uint16(tg.port)))
+	nc, err := d.opt.Dial(dctx, src, netip.AddrPortFrom(ip, uint16(tg.port)))
 	cancel()
 	if err != nil {
 		se := connectErr(tg.name, ip, tg.port, err)
@@ -233,7 +326,8 @@ func (d *Deliverer) open(ctx context.Context, dest *Destination, tg target, ip n
 	c := newConn(nc)
 	d.nopen.Add(1)
 	c.open = &d.nopen
-	c.key, c.host, c.ip, c.port, c.src = d.key(dest, tg), tg.name, ip, tg.port, dest.SourceIP
+	c.key, c.host, c.ip, c.port, c.src = d.key(dest, tg), tg.name, ip, tg.port, src
+	c.implicitTLS = dest.ImplicitTLS || tg.port == 465
 	if la, ok := nc.LocalAddr().(*net.TCPAddr); ok {
 		if a, ok := netip.AddrFromSlice(la.IP); ok {
 			c.src = a.Unmap()
@@ -261,13 +355,23 @@ func (d *Deliverer) session(ctx context.Context, c *conn, dest *Destination, t *
 	res.Host, res.IP, res.Port, res.SourceIP, res.ESMTP, res.Reused = c.host, c.ip, c.port, c.src, c.esmtp, reused
 	res.TLSVersion, res.TLSCipher = "", ""
 	if c.tls != nil {
-		res.TLSVersion = tls.VersionName(c.tls.Version)
+		res.TLSVersion = tlsVersionName(c.tls.Version)
 		res.TLSCipher = tls.CipherSuiteName(c.tls.CipherSuite)
 	}
+	res.Extensions = nil
+	if c.esmtp {
+		res.Extensions = make([]string, 0, len(c.ext))
+		for k := range c.ext {
+			res.Extensions = append(res.Extensions, k)
+		}
+		slices.Sort(res.Extensions)
+	}
+	res.DSN = c.has("DSN")
 	stop := context.AfterFunc(ctx, func() { c.nc.SetDeadline(time.Now()) })
 	defer stop()
 
-	pending = d.precheck(c, t, pending)
+	pending = d.precheck(c, dest, t, pending)
+	res.Downgraded = t.downgraded
 	first := true
 	var err error
 	for len(pending) > 0 {
@@ -309,32 +413,160 @@ func (d *Deliverer) session(ctx context.Context, c *conn, dest *Destination, t *
 }
 
 // precheck fails, before any command, the recipients this server cannot
-// take: a message over its SIZE limit (RFC 1870), non-ASCII addresses
-// without SMTPUTF8 (RFC 6531 3.2). It returns the recipients left.
-func (d *Deliverer) precheck(c *conn, t *txn, pending []int) []int {
-	if lim := c.sizeLimit(); lim > 0 && t.msg.Size > lim {
-		t.setAll(pending, StageMail, synth(552, "5.3.4",
-			"message size %d exceeds size limit %d of server %s", t.msg.Size, lim, c.name()), true)
+// take: an SMTPUTF8 message it cannot carry (RFC 6531 3.2: non-ASCII
+// addresses or headers without SMTPUTF8, 5.6.7), 8-bit content that cannot
+// be converted for a server without 8BITMIME (RFC 6152 3, 5.6.3), a
+// message over its SIZE limit (RFC 1870). It chooses what content this
+// server gets and returns the recipients left.
+func (d *Deliverer) precheck(c *conn, dest *Destination, t *txn, pending []int) []int {
+	if err := t.prepare(c, dest); err != nil {
+		var le *localErr
+		switch {
+		case errors.As(err, &le):
+			t.setAll(pending, StageMail, synth(451, "4.3.0", "local error reading the queued message: %v", le.err), true)
+		case t.msg.SMTPUTF8 && !c.has("SMTPUTF8"):
+			t.setAll(pending, StageMail, synth(554, "5.6.7",
+				"SMTPUTF8 is required, but was not offered by host %s", c.name()), true)
+		default:
+			t.setAll(pending, StageMail, synth(554, "5.6.3",
+				"message has 8-bit content that cannot be converted to 7 bit for host %s, which does not offer 8BITMIME", c.name()), true)
+		}
 		return nil
 	}
-	t.smtputf8 = t.msg.SMTPUTF8
-	if !t.msg.SMTPUTF8 || c.has("SMTPUTF8") {
+	if lim := c.sizeLimit(); lim > 0 && t.size > lim {
+		t.setAll(pending, StageMail, synth(552, "5.3.4",
+			"message size %d exceeds size limit %d of server %s", t.size, lim, c.name()), true)
+		return nil
+	}
+	t.smtputf8 = t.msg.SMTPUTF8 && c.has("SMTPUTF8")
+	t.from, t.rcpt = t.msg.From, nil
+	if t.smtputf8 {
 		return pending
 	}
+	// Without SMTPUTF8 an address may still go when only its domain is
+	// internationalized: the domain is sent in A-labels (RFC 6531 3.2).
 	notUTF8 := synth(553, "5.6.7", "server %s does not support SMTPUTF8, needed for this address", c.name())
-	if !isASCII(t.msg.From) {
+	from, ok := asciiAddr(t.msg.From)
+	if !ok {
 		t.setAll(pending, StageMail, notUTF8, true)
 		return nil
 	}
+	t.from = from
 	var left []int
 	for _, ix := range pending {
-		if isASCII(t.msg.Rcpts[ix].Addr) {
-			left = append(left, ix)
-		} else {
+		a, ok := asciiAddr(t.msg.Rcpts[ix].Addr)
+		if !ok {
 			t.set(ix, StageRcpt, notUTF8, true)
+			continue
 		}
+		if a != t.msg.Rcpts[ix].Addr {
+			if t.rcpt == nil {
+				t.rcpt = make(map[int]string)
+			}
+			t.rcpt[ix] = a
+		}
+		left = append(left, ix)
 	}
 	return left
+}
+
+// asciiAddr returns addr with its domain in A-labels; ok is false when
+// the local part is not ASCII (only SMTPUTF8 can carry it) or the domain
+// is not a valid IDN.
+func asciiAddr(addr string) (string, bool) {
+	if isASCII(addr) {
+		return addr, true
+	}
+	at := strings.LastIndexByte(addr, '@')
+	if at < 0 || !isASCII(addr[:at]) {
+		return "", false
+	}
+	dom, err := resolve.ToASCII(addr[at+1:])
+	if err != nil {
+		return "", false
+	}
+	return addr[:at+1] + dom, true
+}
+
+// reader reads what the session sends.
+func (t *txn) reader() io.Reader {
+	if t.size > 0 {
+		return io.NewSectionReader(t.content, 0, t.size)
+	}
+	return io.NewSectionReader(t.content, 0, 1<<62)
+}
+
+// prepare chooses the content for c: as queued, or converted to 7 bit
+// (Downgrade) when it has 8-bit octets and c lacks 8BITMIME, or has lines
+// over 998 octets. It declares BODY=8BITMIME whenever 8-bit content goes
+// out, whatever the sender declared. Errors: *localErr, or
+// ErrNotConvertible (8-bit headers, or parts that cannot be re-encoded).
+func (t *txn) prepare(c *conn, dest *Destination) error {
+	t.content, t.size, t.downgraded, t.body8 = t.msg.Content, t.msg.Size, false, t.msg.Body8bit
+	if t.content == nil {
+		return nil
+	}
+	if !t.scanned {
+		t.scanned = true
+		t.info, t.scanErr = scanContent(t.reader())
+		if t.scanErr != nil {
+			t.scanErr = &localErr{fmt.Errorf("vmta: read message %s: %w", t.msg.ID, t.scanErr)}
+		}
+	}
+	if t.scanErr != nil {
+		return t.scanErr
+	}
+	eightOK := c.has("8BITMIME") && !dest.Ignore8BitMIME
+	utf8OK := t.msg.SMTPUTF8 && c.has("SMTPUTF8")
+	if t.info.header8bit && !eightOK && !utf8OK {
+		return ErrNotConvertible
+	}
+	if t.msg.SMTPUTF8 && !c.has("SMTPUTF8") && t.info.header8bit {
+		return ErrNotConvertible // UTF-8 headers need SMTPUTF8 (RFC 6532)
+	}
+	t.body8 = t.body8 || t.info.body8bit
+	if !t.info.longLines && (!t.info.body8bit || eightOK) {
+		if !eightOK {
+			t.body8 = false
+		}
+		return nil
+	}
+	if t.down == nil && t.downErr == nil {
+		raw, err := io.ReadAll(t.reader())
+		if err != nil {
+			t.downErr = &localErr{fmt.Errorf("vmta: read message %s: %w", t.msg.ID, err)}
+		} else if out, changed, err := Downgrade(raw); err != nil {
+			t.downErr = err
+		} else if changed {
+			t.down = out
+		} else {
+			t.down = raw
+		}
+	}
+	if t.downErr != nil {
+		if eightOK && !errors.As(t.downErr, new(*localErr)) {
+			return nil // only long lines it could not fix: send as is
+		}
+		return t.downErr
+	}
+	t.content, t.size, t.downgraded = bytes.NewReader(t.down), int64(len(t.down)), true
+	t.body8 = has8bit(t.down) && eightOK
+	return nil
+}
+
+// tlsVersionName names a TLS version as OpenSSL and Postfix log it.
+func tlsVersionName(v uint16) string {
+	switch v {
+	case tls.VersionTLS10:
+		return "TLSv1"
+	case tls.VersionTLS11:
+		return "TLSv1.1"
+	case tls.VersionTLS12:
+		return "TLSv1.2"
+	case tls.VersionTLS13:
+		return "TLSv1.3"
+	}
+	return tls.VersionName(v)
 }
 
 func isASCII(s string) bool {
@@ -358,7 +590,12 @@ func (d *Deliverer) route(ctx context.Context, dest *Destination) ([]target, *se
 		if port <= 0 {
 			port = dest.Port
 		}
-		name := strings.ToLower(strings.TrimSuffix(strings.Trim(h.Host, "[]"), "."))
+		name, err := resolve.ToASCII(strings.Trim(h.Host, "[]"))
+		if err != nil {
+			last = &sessErr{stage: StageDNS, synth: true, err: err,
+				reply: synth(451, "4.3.5", "bad route host %q: %v", h.Host, err)}
+			continue
+		}
 		if ip, err := netip.ParseAddr(name); err == nil {
 			out = append(out, target{name: name, port: port, literal: ip.Unmap()})
 			continue
@@ -392,7 +629,7 @@ func (d *Deliverer) mxTargets(ctx context.Context, dest *Destination, domain str
 	switch {
 	case err == nil:
 	case errors.Is(err, resolve.ErrNoMX):
-		return []target{{name: domain, port: port, implicit: recipient}}, nil
+		return []target{{name: domain, port: port, implicit: recipient, mx: recipient}}, nil
 	case errors.Is(err, resolve.ErrNullMX) && recipient:
 		return nil, &sessErr{stage: StageDNS, synth: true, err: err,
 			reply: synth(556, "5.1.10", "Recipient address rejected: Domain %s does not accept mail (nullMX)", domain)}
@@ -408,7 +645,7 @@ func (d *Deliverer) mxTargets(ctx context.Context, dest *Destination, domain str
 	}
 	out := make([]target, 0, len(mxs))
 	for _, mx := range mxs {
-		tg := target{name: mx.Host, port: port}
+		tg := target{name: mx.Host, port: port, mx: recipient, pref: int(mx.Pref)}
 		if ip, err := netip.ParseAddr(mx.Host); err == nil {
 			tg.literal = ip.Unmap() // not allowed by RFC 5321, seen in the wild
 		}
@@ -440,14 +677,18 @@ func (d *Deliverer) addrs(ctx context.Context, dest *Destination, tg target) ([]
 			return nil, &sessErr{stage: StageDNS, synth: true, err: err, reply: rep}
 		}
 	}
-	if src := dest.SourceIP; src.IsValid() {
+	if dest.SourceIP4.IsValid() || dest.SourceIP6.IsValid() {
 		kept := addrs[:0:0]
 		for _, a := range addrs {
-			if a.Is4() == src.Unmap().Is4() {
+			if _, ok := sourceFor(dest, a); ok {
 				kept = append(kept, a)
 			}
 		}
 		if len(kept) == 0 {
+			src := dest.SourceIP4
+			if !src.IsValid() {
+				src = dest.SourceIP6
+			}
 			return nil, &sessErr{stage: StageConnect, synth: true,
 				reply: synth(451, "4.4.4", "no address of %s in the family of source %s", tg.name, src)}
 		}

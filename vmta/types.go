@@ -33,8 +33,22 @@ type Destination struct {
 	Hosts     []HostPort // from route/smtp-hosts; empty = MX lookup of Domain
 	Bracketed bool       // every host in Hosts is [bracketed]
 	Port      int        // default-smtp-port (0: 25)
-	SourceIP  netip.Addr // dial from (zero = any)
-	HeloName  string     // EHLO/HELO argument (empty: "localhost")
+	// SourceIP4 and SourceIP6 are the addresses to dial from, chosen by the
+	// family of the address dialled; a family without one is not dialled
+	// when the other has one. SourceIP is the older single source: it
+	// serves whichever family it belongs to when that family's own field
+	// is unset. All zero: any source, both families.
+	SourceIP, SourceIP4, SourceIP6 netip.Addr
+	HeloName                       string // EHLO/HELO argument (empty: "localhost")
+
+	// AuthUsername and AuthPassword log in to the next hop (a smarthost,
+	// PowerMTA auth-username/auth-password) with AUTH PLAIN, or LOGIN when
+	// PLAIN is not offered. Credentials are only ever sent over TLS: on
+	// port 465 the connection starts with TLS (implicit TLS, RFC 8314),
+	// elsewhere STARTTLS is required and its failure defers.
+	AuthUsername, AuthPassword string
+	// ImplicitTLS starts TLS on connect (port 465 sets it too).
+	ImplicitTLS bool
 
 	// UseStartTLS enables opportunistic STARTTLS (the config default is yes;
 	// the zero value here is off). RequireStartTLS defers unless STARTTLS
@@ -47,6 +61,19 @@ type Destination struct {
 	// IgnorePipelining / IgnoreDSN: act as if the server had not offered
 	// the extension (PowerMTA ignore-pipelining, ignore-dsn).
 	IgnorePipelining, IgnoreDSN bool
+	// Ignore8BitMIME: act as if 8BITMIME were not offered, so 8-bit
+	// content is converted to quoted-printable (PowerMTA ignore-8bitmime).
+	Ignore8BitMIME bool
+	// InvalidMailbox553: a 553 reply to RCPT without a more specific
+	// enhanced code reads as 5.1.1 (bad mailbox), PowerMTA's
+	// smtp-553-means-invalid-mailbox (its default is yes; here the zero
+	// value is off).
+	InvalidMailbox553 bool
+	// IsSelf reports whether dialling ip:port would reach this very MTA
+	// (its own listeners). An MX host that does is a mail loop: MX hosts
+	// of its preference and worse are dropped, and when it is the best MX
+	// the recipients bounce with 5.4.6 (RFC 5321 5.1). nil: no check.
+	IsSelf func(ip netip.Addr, port int) bool
 
 	// Timeouts, zero = default: connect 2m, greeting 5m, each command 5m,
 	// data 3m per write, after the final dot 10m, idle in cache 5s.
@@ -112,6 +139,7 @@ const (
 	StageGreeting = "greeting"
 	StageEHLO     = "ehlo"
 	StageSTARTTLS = "starttls"
+	StageAuth     = "auth" // smarthost login (AUTH)
 	StageMail     = "mail"
 	StageRcpt     = "rcpt"
 	StageData     = "data"
@@ -125,6 +153,9 @@ type RcptResult struct {
 	// Synthesized: no server sent this reply (DNS, connect, timeout, lost
 	// connection, local limits).
 	Synthesized bool
+	// OutcomeUnknown: the content went out, the reply to the final dot
+	// never came; see Result.OutcomeUnknown.
+	OutcomeUnknown bool
 	// NotAttempted: the recipient was never offered to the server because
 	// the session ran out of room (the rest of a "452 4.5.3 too many
 	// recipients" split when max-msg-per-connection ended the session). The
@@ -143,11 +174,33 @@ type Result struct {
 	IP         netip.Addr   // its address
 	Port       int
 	SourceIP   netip.Addr // local address used
-	TLSVersion string     // "TLS1.3", "" without TLS
+	TLSVersion string     // "TLSv1.3" as OpenSSL and Postfix name it, "" without TLS
 	TLSCipher  string
-	ESMTP      bool  // EHLO was accepted
-	Reused     bool  // the connection came from the cache
-	Err        error // the transport-level error, if any (nil when replies say it all)
+	ESMTP      bool // EHLO was accepted
+	// Extensions are the EHLO keywords the next hop offered, upper case,
+	// sorted (accounting's dlvEsmtpAvailable); nil without EHLO.
+	Extensions []string
+	// DSN: the next hop offered DSN (and ignore-dsn was off), so NOTIFY
+	// and ORCPT went on with the recipients. When it is false and a
+	// recipient asked NOTIFY=SUCCESS, the queue manager owes the sender a
+	// "relayed" DSN itself (RFC 3461 4.1).
+	DSN bool
+	// Downgraded: the content was converted to 7 bit (quoted-printable)
+	// because the next hop lacks 8BITMIME, or long lines were encoded.
+	Downgraded bool
+	Reused     bool // the connection came from the cache
+	// QueueDefer asks the queue manager to hold the whole queue (every
+	// recipient of this destination, not only these) for this long: the
+	// server said 421 (greeting or mid-session), it is shedding load, and
+	// more connections now would only be refused (RFC 5321 3.8).
+	QueueDefer time.Duration
+	// OutcomeUnknown: the content was sent but no reply to the final dot
+	// came (smtp-data-termination-timeout, or the connection dropped).
+	// The server may have taken the message; the recipients are deferred
+	// (a possible duplicate beats a possible loss) and this flag lets the
+	// log and accounting say so.
+	OutcomeUnknown bool
+	Err            error // the transport-level error, if any (nil when replies say it all)
 }
 
 // Resolver is what Deliver needs from DNS; *resolve.Resolver implements it.

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"golang.org/x/net/idna"
 )
 
 // Errors a lookup returns, wrapped with the name and type; test them with
@@ -270,7 +271,10 @@ func (r *Resolver) lookup(ctx context.Context, name string, qtype uint16) ([]dns
 	if r.cfgErr != nil {
 		return nil, fmt.Errorf("%w: %v", ErrTemporary, r.cfgErr)
 	}
-	name = strings.ToLower(strings.TrimSuffix(name, "."))
+	name, err := ToASCII(name)
+	if err != nil {
+		return nil, err
+	}
 	if _, ok := dns.IsDomainName(name); !ok || name == "" {
 		return nil, fmt.Errorf("invalid name %q: %w", name, ErrNXDomain)
 	}
@@ -397,6 +401,30 @@ func (r *Resolver) negTTL(resp *dns.Msg) time.Duration {
 		}
 	}
 	return max(ttl, r.opt.MinTTL)
+}
+
+// ToASCII returns name in A-labels (IDNA 2008 with UTS #46 mapping, as
+// browsers and MTAs look names up): "bücher.example" becomes
+// "xn--bcher-kva.example". An ASCII name is returned lower-cased, without a
+// trailing dot. An invalid internationalized name wraps ErrNXDomain: no DNS
+// name can match it.
+func ToASCII(name string) (string, error) {
+	name = strings.TrimSuffix(name, ".")
+	ascii := true
+	for i := 0; i < len(name); i++ {
+		if name[i] >= 0x80 {
+			ascii = false
+			break
+		}
+	}
+	if ascii {
+		return strings.ToLower(name), nil
+	}
+	a, err := idna.Lookup.ToASCII(name)
+	if err != nil {
+		return "", fmt.Errorf("resolve: invalid internationalized name %q: %v: %w", name, err, ErrNXDomain)
+	}
+	return strings.ToLower(a), nil
 }
 
 // Flush empties the cache (config reload, tests).
