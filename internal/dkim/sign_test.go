@@ -137,9 +137,9 @@ func verifyPython(t *testing.T, recs map[string]string, files []string) map[stri
 
 // messages are the shapes the issue asks for, and a few more.
 var messages = map[string]string{
-	"plain": "From: Alice <alice@example.com>\r\nTo: bob@example.net\r\nSubject: hello\r\nDate: Sun, 29 Nov 2026 10:00:00 +0000\r\nMessage-ID: <1@example.com>\r\n\r\nHello Bob.\r\n",
-	"8bit": "From: =?utf-8?q?J=C3=BCrgen?= <j@example.com>\r\nTo: b@example.net\r\nSubject: Grüße\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nGrüße aus Köln — ünïcödé\r\n\xe9t\xe9 latin-1 bytes \xff\xfe\r\n",
-	"folded": "From: alice@example.com\r\nTo: a@example.net,\r\n  b@example.net,\r\n\tc@example.net,  d@example.net\r\nSubject: a very long subject line that goes on and on and on and on and on\r\n\tand is folded with a tab\r\n   and again with spaces   \r\nX-Long: " + strings.Repeat("word ", 200) + "\r\nDate: Sun, 29 Nov 2026 10:00:00 +0000\r\n\r\nbody\r\n",
+	"plain":          "From: Alice <alice@example.com>\r\nTo: bob@example.net\r\nSubject: hello\r\nDate: Sun, 29 Nov 2026 10:00:00 +0000\r\nMessage-ID: <1@example.com>\r\n\r\nHello Bob.\r\n",
+	"8bit":           "From: =?utf-8?q?J=C3=BCrgen?= <j@example.com>\r\nTo: b@example.net\r\nSubject: Grüße\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nGrüße aus Köln — ünïcödé\r\n\xe9t\xe9 latin-1 bytes \xff\xfe\r\n",
+	"folded":         "From: alice@example.com\r\nTo: a@example.net,\r\n  b@example.net,\r\n\tc@example.net,  d@example.net\r\nSubject: a very long subject line that goes on and on and on and on and on\r\n\tand is folded with a tab\r\n   and again with spaces   \r\nX-Long: " + strings.Repeat("word ", 200) + "\r\nDate: Sun, 29 Nov 2026 10:00:00 +0000\r\n\r\nbody\r\n",
 	"trailing-blank": "From: alice@example.com\r\nSubject: blanks\r\n\r\nline one  \r\nline\t\ttwo \t \r\n\r\n\r\n \r\n\r\n",
 	"empty-body":     "From: alice@example.com\r\nSubject: nothing\r\n\r\n",
 	"no-body":        "From: alice@example.com\r\nSubject: no separator\r\n",
@@ -269,7 +269,7 @@ func TestOversigning(t *testing.T) {
 		t.Fatalf("unchanged: %v", err)
 	}
 	for _, tt := range []struct {
-		add   string
+		add    string
 		break_ bool
 	}{
 		{"From: mallory@evil.example\r\n", true},
