@@ -286,25 +286,30 @@ func (x *index) makeReady(i int32) {
 	}
 }
 
-// drainSlot moves every member of a wheel list out; all=false keeps those
-// not due by now (the current tick's slot).
-func (x *index) drainSlot(sent int32, now int64, all bool, redo bool) {
-	i := x.r[sent].nx
-	for i != sent {
+// drainSlot moves every member of a wheel list out: to the ready lists,
+// or (redo) back through schedule, which may put it in the same list, so
+// the list is detached first.
+func (x *index) drainSlot(sent int32, redo bool) {
+	first, last := x.r[sent].nx, x.r[sent].prev
+	if first == sent {
+		return
+	}
+	x.r[sent].nx, x.r[sent].prev = sent, sent
+	x.clearSlotBit(sent)
+	for i := first; ; {
 		nx := x.r[i].nx
-		if all || x.r[i].next <= now {
-			x.unlinkRaw(i)
-			x.waiting--
-			if redo {
-				x.schedule(i)
-			} else {
-				x.makeReady(i)
-			}
+		x.r[i].prev, x.r[i].nx = i, i
+		x.r[i].flags &^= rLinked | rWheel
+		x.waiting--
+		if redo {
+			x.schedule(i)
+		} else {
+			x.makeReady(i)
+		}
+		if i == last {
+			break
 		}
 		i = nx
-	}
-	if x.r[sent].nx == sent {
-		x.clearSlotBit(sent)
 	}
 }
 
@@ -317,7 +322,9 @@ func (x *index) unlinkRaw(i int32) {
 	r.flags &^= rLinked | rWheel
 }
 
-// advance moves the wheel to now, turning due recipients ready.
+// advance moves the wheel to now, turning due recipients ready. A tick's
+// slot is released once the tick has passed, so a recipient may wait up
+// to one tick (67 ms) past its time; in exchange no call rescans a slot.
 func (x *index) advance(now int64) {
 	target := now >> tickShift
 	for x.cur < target {
@@ -331,8 +338,8 @@ func (x *index) advance(now int64) {
 		ne := e + 1
 		if ne&wMask == 0 {
 			x.cur = ne << wBits
-			x.drainSlot(ovflSent, 0, true, true)
-			x.drainSlot(l1Base, 0, true, true)
+			x.drainSlot(ovflSent, true)
+			x.drainSlot(l1Base, true)
 			continue
 		}
 		limit := ne | wMask
@@ -345,9 +352,8 @@ func (x *index) advance(now int64) {
 			ne = limit
 		}
 		x.cur = ne << wBits
-		x.drainSlot(l1Base+int32(ne&wMask), 0, true, true)
+		x.drainSlot(l1Base+int32(ne&wMask), true)
 	}
-	x.drainSlot(int32(x.cur&wMask), now, false, false)
 }
 
 func (x *index) drain0(from, to int) {
@@ -356,7 +362,7 @@ func (x *index) drain0(from, to int) {
 		if k < 0 {
 			return
 		}
-		x.drainSlot(int32(k), 0, true, false)
+		x.drainSlot(int32(k), false)
 		from = k + 1
 	}
 }
@@ -377,9 +383,9 @@ func nextBit(bm []uint64, from, to int) int {
 	return -1
 }
 
-// nextDue returns the earliest time anything waiting may be due, and
-// whether there is any. It is exact except for a later tick of the current
-// epoch, where it returns the tick's start (at most one tick early).
+// nextDue returns when PopDue will next find something, and whether there
+// is anything waiting: for a level-0 slot the end of its tick, for later
+// slots the earliest time in them.
 func (x *index) nextDue() (int64, bool) {
 	for _, q := range x.ring {
 		if x.r[x.queues[q].ready].nx != x.queues[q].ready {
@@ -392,9 +398,10 @@ func (x *index) nextDue() (int64, bool) {
 	c := int(x.cur & wMask)
 	if k := nextBit(x.bits0[:], c, wSlots); k >= 0 {
 		if k == c {
-			return x.minIn(int32(k)), true
+			// the current tick is released when it has passed
+			return (x.cur + 1) << tickShift, true
 		}
-		return (x.cur&^wMask | int64(k)) << tickShift, true
+		return (x.cur&^wMask + int64(k) + 1) << tickShift, true
 	}
 	e := x.cur >> wBits
 	if k := nextBit(x.bits1[:], int(e&wMask)+1, wSlots); k >= 0 {
