@@ -1,12 +1,3 @@
-// Package vmta delivers mail to remote SMTP servers: destination routing
-// (MX or fixed hosts), an SMTP client with pipelining and STARTTLS, and a
-// connection cache keyed by source IP and destination host.
-//
-// The queue manager decides what is due and how many connections a queue
-// may use; this package carries out one transaction (one message, the
-// recipients of one destination) and reports each recipient's reply. Every
-// failure is reported as an SMTP reply, synthesized when the remote server
-// never said anything, so the caller classifies all outcomes one way.
 package vmta
 
 import (
