@@ -70,6 +70,7 @@ func (es Errors) Error() string {
 // after Load returns it, so it may be shared freely between goroutines.
 type Config struct {
 	file       string
+	warnings   Errors // acceptable but unwise settings (a world-readable key)
 	global     *Block
 	cidrs      []*Block          // CIDR sources, most specific first
 	named      map[string]*Block // {auth}, {name}
@@ -87,6 +88,10 @@ type Config struct {
 
 // File returns the path the config was read from.
 func (c *Config) File() string { return c.file }
+
+// Warnings returns what is accepted but unwise (a DKIM key readable by
+// everyone), each as `FILE:LINE: warning: ...`; log them at every load.
+func (c *Config) Warnings() Errors { return slices.Clone(c.warnings) }
 
 // Global returns the top-level directives.
 func (c *Config) Global() *Block { return c.global }
@@ -175,11 +180,15 @@ func (c *Config) Domain(vmta, domain string) *Block {
 }
 
 // Check loads path and writes every error to w, one `FILE:LINE: message`
-// per line. It returns 0 for a valid config and ExitInvalid otherwise; both
+// per line (for a valid config, its warnings). It returns 0 for a valid
+// config and ExitInvalid otherwise; both
 // `sluiced --check` and `sluice check config` call it.
 func Check(path string, w io.Writer) int {
-	_, err := Load(path)
+	c, err := Load(path)
 	if err == nil {
+		for _, e := range c.warnings {
+			fmt.Fprintln(w, e.Error())
+		}
 		return 0
 	}
 	var es Errors

@@ -307,9 +307,9 @@ func TestErrors(t *testing.T) {
 	}{
 		{"typo", "smtp-listner 0/0:25", []string{"1: unknown directive smtp-listner (did you mean smtp-listener?)"}},
 		{"no suggestion", "frobnicate yes", []string{"1: unknown directive frobnicate"}},
-		{"powermta", "http-mgmt-port 8080\n<domain *>\ndkim-sign yes\n</domain>", []string{
+		{"powermta", "http-mgmt-port 8080\n<domain *>\nignore-chunking yes\n</domain>", []string{
 			"1: PowerMTA directive http-mgmt-port is not supported by sluice",
-			"3: PowerMTA directive dkim-sign is not supported by sluice"}},
+			"3: PowerMTA directive ignore-chunking is not supported by sluice"}},
 		{"powermta block", "<bounce-processor>\n<address-list>\nx y\n</address-list>\n</bounce-processor>\nspool /x\nfoo 1",
 			[]string{"1: PowerMTA block <bounce-processor> is not supported by sluice", "7: unknown directive foo"}},
 		{"skipped unclosed", "<bounce-processor>\n<address-list>\n</address-list>", []string{

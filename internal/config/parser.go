@@ -390,6 +390,9 @@ func (p *parser) directive(file string, n int, s string) {
 		return
 	}
 	b.vals[name] = append(b.vals[name], entry{v: v, file: file, line: n})
+	if w, ok := v.(interface{ Warning() string }); ok && w.Warning() != "" {
+		p.cfg.warnings = append(p.cfg.warnings, &Error{File: file, Line: n, Msg: "warning: " + w.Warning()})
+	}
 }
 
 func (p *parser) unknown(file string, n int, name string, b *Block) {

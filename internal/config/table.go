@@ -33,6 +33,7 @@ const (
 	TCIDRInt                      // CIDR N
 	TVolumeRate                   // SIZE/UNIT, e.g. 100M/h
 	TPatternRule                  // /REGEX/ ACTION...
+	TDomainKey                    // SELECTOR,DOMAIN,KEYFILE (key loaded at Load; domainkey.go)
 )
 
 func (t Type) String() string {
@@ -79,6 +80,8 @@ func (t Type) String() string {
 		return "SIZE/UNIT"
 	case TPatternRule:
 		return "/REGEX/ ACTION..."
+	case TDomainKey:
+		return "SELECTOR,DOMAIN,KEYFILE"
 	}
 	return "?"
 }
@@ -249,13 +252,32 @@ var Directives = []Directive{
 	{Name: "records", Blocks: acctK, Type: TRecordTypes, Default: "d,b", Doc: "Record types written: d, b, t, tq, r, f, rb, rs."},
 	{Name: "record-fields", Blocks: acctK, Type: TRecordFields, Repeatable: true, Doc: "Fields (and their order) written for one record type; * is every field, !name drops one."},
 	{Name: "world-readable", Blocks: acctK, Type: TBool, Default: "no", Doc: "Create the file mode 0644 instead of 0640."},
+
+	// DKIM signing at delivery (internal/dkim). Settings in a <virtual-mta>
+	// apply to all its domains unless one of its own <domain> blocks says
+	// otherwise, and win over pools' and global <domain> blocks.
+	{Name: "domain-key", Blocks: []string{KindGlobal, KindVMTA}, Type: TDomainKey, Repeatable: true, Doc: "A DKIM private key (PEM RSA of at least 1024 bits, 2048 recommended, or PEM/base64 Ed25519) signing for DOMAIN and its subdomains with selector SELECTOR. Keys are loaded with the config: an unreadable key is a config error, a world-readable one a warning. Keys of the virtual MTA are tried before global ones, then the most specific domain first."},
+	{Name: "dkim-sign", Blocks: dkimK, Type: TBool, Default: "no", Doc: "Sign outgoing mail with DKIM (one signature per delivery, after List-Unsubscribe headers are added) using the domain-key matching the dkim-identity domain."},
+	{Name: "dkim-algorithm", Blocks: dkimK, Type: TEnum, Enum: []string{"rsa-sha256", "ed25519-sha256"}, DefaultDoc: "that of the first matching key", Doc: "Sign only with keys of this algorithm (rsa-sha1 is not offered: RFC 8301)."},
+	{Name: "dkim-body-canon", Blocks: dkimK, Type: TEnum, Enum: []string{"relaxed", "simple"}, Default: "relaxed", Doc: "Body canonicalization (RFC 6376 3.4)."},
+	{Name: "dkim-headers-canon", Blocks: dkimK, Type: TEnum, Enum: []string{"relaxed", "simple"}, Default: "relaxed", Doc: "Header canonicalization (RFC 6376 3.4)."},
+	{Name: "dkim-identity", Arg: "RULE|ADDRESS|@DOMAIN", Blocks: dkimK, Type: TString, Default: "sender-or-from", Doc: "Whose domain picks the key: sender-or-from (the Sender header if present, else From), from, sender, or a fixed address or @domain. An identity below the key's domain is put in i=.", Check: checkDKIMIdentity("dkim-identity", "sender-or-from", "from", "sender")},
+	{Name: "dkim-identity-fallback", Arg: "ADDRESS|@DOMAIN", Blocks: dkimK, Type: TString, Doc: "Identity used when no domain-key matches dkim-identity (an ESP's own domain, say); without one such mail goes out unsigned and is logged.", Check: checkDKIMIdentity("dkim-identity-fallback")},
+	{Name: "dkim-expire-after", Blocks: dkimK, Type: TDuration, Doc: "Put x= this long after the signing time in each signature; unset or 0 = no expiry."},
+	{Name: "dkim-sign-headers", Arg: "HEADER[,HEADER...]", Blocks: dkimK, Type: TStrings, Default: defaultSignHeaders, Doc: "(sluice) Header fields signed when present (every instance). From is required.", Check: checkSignsFrom},
+	{Name: "dkim-oversign-headers", Arg: "HEADER[,HEADER...]|none", Blocks: dkimK, Type: TStrings, Default: "From,To,Subject,Date,List-Unsubscribe,List-Unsubscribe-Post", Doc: "(sluice) Header fields signed once more than they occur, so a copy added in transit breaks the signature (RFC 6376 8.15); none for none.", Check: checkHeaderNames("dkim-oversign-headers")},
 }
+
+// dkimK: DKIM settings may be given per virtual MTA or per domain.
+var dkimK = []string{KindDomain, KindVMTA}
+
+const defaultSignHeaders = "From,Sender,Reply-To,Subject,Date,Message-ID,To,Cc,MIME-Version,Content-Type,Content-Transfer-Encoding,In-Reply-To,References,List-Id,List-Unsubscribe,List-Unsubscribe-Post,Feedback-ID"
 
 // powermtaDirectives are PowerMTA directive and block names sluice does not
 // implement yet; they get their own message instead of "unknown directive".
 var powermtaDirectives = []string{
 	// global
-	"http-mgmt-port", "http-access", "run-as-root", "pickup", "domain-key",
+	"http-mgmt-port", "http-access", "run-as-root", "pickup",
 	"bounce-processor", "feedback-loop-processor", "address-list", "rewrite-list",
 	"bounce-category-patterns", "deliver-only",
 	// source
@@ -269,8 +291,6 @@ var powermtaDirectives = []string{
 	"backoff-notify",
 	"backoff-reroute-to-virtual-mta", "bounce-upon-no-mx",
 	"ignore-8bitmime", "ignore-chunking", "ignore-pipelining", "ignore-dsn",
-	"dkim-sign", "dkim-algorithm", "dkim-body-canon",
-	"dkim-headers-canon", "dkim-identity", "dkim-expire-after",
 	"auth-username", "auth-password", "dsn-format", "notify-of-delay-every",
 	"disable-acct-records",
 	// smtp-pattern-list and acct-file

@@ -160,6 +160,8 @@ func parseTyped(d *Directive, raw, dir string) (any, error) {
 		return parseListener(raw)
 	case TCertKey:
 		return loadCertKey(raw, dir)
+	case TDomainKey:
+		return loadDomainKey(raw, dir)
 	case TSourceHost:
 		f := strings.Fields(raw)
 		if len(f) != 2 {

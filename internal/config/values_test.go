@@ -46,6 +46,9 @@ func TestValueTypes(t *testing.T) {
 		{KindSource, "max-message-size", "M", nil, "not a size"},
 		{KindSource, "max-message-size", "99999999999G", nil, "not a size"},
 
+		{KindDomain, "dkim-sign-headers", "From, Subject,,To", []string{"From", "Subject", "To"}, ""},
+		{KindDomain, "dkim-sign-headers", ",", nil, "empty list"},
+
 		{KindDomain, "bounce-after", "4d12h", 4*24*h + 12*h, ""},
 		{KindDomain, "bounce-after", "30s", 30 * time.Second, ""},
 		{KindDomain, "bounce-after", "10m", 10 * time.Minute, ""},
@@ -149,10 +152,10 @@ func TestValueTypes(t *testing.T) {
 
 // TestEveryTypeCovered keeps TestValueTypes honest when a type is added.
 func TestEveryTypeCovered(t *testing.T) {
-	covered := map[Type]bool{TCertKey: true} // TestCertificate
+	covered := map[Type]bool{TCertKey: true, TDomainKey: true} // TestCertificate, TestDomainKey
 	for _, d := range []string{"smtp-service", "total-max-smtp-in", "max-message-size", "bounce-after", "retry-after",
 		"smtp-max-auth-failure-rate", "spool", "route", "smtp-listener", "smtp-source-host", "records", "record-fields",
-		"type", "password", "source",
+		"type", "password", "source", "dkim-sign-headers",
 		"source-ip-max-msg-rate", "source-ip-max-smtp-out", "max-data-volume-rate", "reply"} { // traffic_test.go
 		for _, dd := range byName[d] {
 			covered[dd.Type] = true
