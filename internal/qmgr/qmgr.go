@@ -52,8 +52,9 @@ type Event struct {
 	Sender     string
 	Rcpt       string
 	ORCPT      string
-	Queue      spool.QueueKey
-	VMTA       string
+	Queue      spool.QueueKey // {member virtual MTA, queue destination}: the queue as shown
+	VMTA       string         // the virtual MTA that sent (a pool's member)
+	VMTAPool   string         // the pool it was chosen from, "" if none
 	JobID      string
 	EnvID      string
 	Arrival    time.Time
@@ -76,6 +77,20 @@ type Options struct {
 	Now func() time.Time
 	// MaxReturn caps the original content returned in a DSN (default 100 KiB).
 	MaxReturn int
+	// Limiter keeps every delivery limit; nil = a LocalLimiter. Share it
+	// with ConnectLimitedDial so connection rates count in the same store.
+	Limiter vmta.Limiter
+	// Sign, when set, is called for every transaction after sluice's own
+	// headers (List-Unsubscribe) are added, with the queue (member virtual
+	// MTA, recipient domain) whose settings govern it; it returns the
+	// content to send (DKIM-signed). An error defers the recipients.
+	Sign func(cfg *config.Config, queue spool.QueueKey, content []byte) ([]byte, error)
+	// Resolver, when set, enables MX rollup (domains with the same MX hosts
+	// share one queue). vmta's Resolver interface; *resolve.Resolver is one.
+	Resolver vmta.Resolver
+	// OnChange receives every queue mode change and source-address
+	// disable/enable (after it is logged through Logf).
+	OnChange func(vmta.Change)
 }
 
 // Manager runs the delivery loop.
@@ -83,19 +98,18 @@ type Manager struct {
 	opt  Options
 	sp   *spool.Spool
 	logf func(string, ...any)
+	lim  vmta.Limiter
+	bo   *vmta.Backoff
+	mx   *rollup
 
-	mu     sync.Mutex
-	queues map[spool.QueueKey]*queue
-	total  int // connections (deliveries) in flight over all queues
-	kick   chan struct{}
-	wg     sync.WaitGroup
-}
-
-// queue is one destination queue's recipients waiting for a connection slot.
-type queue struct {
-	key     spool.QueueKey
-	pending []spool.Due
-	active  int
+	mu      sync.Mutex
+	queues  map[qkey]*queue
+	ready   [maxPriority + 1]map[*queue]struct{} // queues that may start a delivery, by priority
+	blocked blockHeap                            // queues waiting for a rate limit or a re-enabled source
+	total   int                                  // deliveries in flight over all queues
+	paused  pauses
+	kick    chan struct{}
+	wg      sync.WaitGroup
 }
 
 // New makes a Manager; Run starts it.
@@ -110,7 +124,44 @@ func New(opt Options) *Manager {
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	return &Manager{opt: opt, sp: opt.Spool, logf: logf, queues: map[spool.QueueKey]*queue{}, kick: make(chan struct{}, 1)}
+	m := &Manager{opt: opt, sp: opt.Spool, logf: logf, queues: map[qkey]*queue{}, kick: make(chan struct{}, 1)}
+	m.lim = opt.Limiter
+	if m.lim == nil {
+		m.lim = vmta.NewLocalLimiter(opt.Now())
+	}
+	m.bo = vmta.NewBackoff(func(c vmta.Change) {
+		if c.SourceIP != "" {
+			logf("qmgr: queue %s: source %s: %s: %s", c.Queue, c.SourceIP, c.What, c.Reason)
+		} else {
+			logf("qmgr: queue %s: %s: %s", c.Queue, c.What, c.Reason)
+		}
+		if opt.OnChange != nil {
+			opt.OnChange(c)
+		}
+		m.wakeup()
+	})
+	for i := range m.ready {
+		m.ready[i] = map[*queue]struct{}{}
+	}
+	m.paused.init()
+	if opt.Resolver != nil {
+		m.mx = newRollup(opt.Resolver, opt.Now, m.wakeup)
+	}
+	return m
+}
+
+// Backoff exposes queue modes and disabled source addresses (status pages,
+// `sluice show disabled sources`).
+func (m *Manager) Backoff() *vmta.Backoff { return m.bo }
+
+// Limiter is the limit store in use.
+func (m *Manager) Limiter() vmta.Limiter { return m.lim }
+
+func (m *Manager) wakeup() {
+	select {
+	case m.kick <- struct{}{}:
+	default:
+	}
 }
 
 // popBatch bounds how many due recipients one loop turn takes from the
@@ -137,9 +188,12 @@ func (m *Manager) Run(ctx context.Context) error {
 		wait := time.Minute
 		if next, ok := m.sp.NextDue(); ok {
 			wait = time.Until(next)
-			if wait < 0 {
-				wait = 0
-			}
+		}
+		if next, ok := m.nextUnblock(); ok {
+			wait = min(wait, time.Until(next))
+		}
+		if wait < 0 {
+			wait = 0
 		}
 		if !timer.Stop() {
 			select {
@@ -156,84 +210,6 @@ func (m *Manager) Run(ctx context.Context) error {
 		case <-timer.C:
 		}
 	}
-}
-
-func (m *Manager) enqueue(due []spool.Due) {
-	if len(due) == 0 {
-		return
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for _, d := range due {
-		q := m.queues[d.Queue]
-		if q == nil {
-			q = &queue{key: d.Queue}
-			m.queues[d.Queue] = q
-		}
-		q.pending = append(q.pending, d)
-	}
-}
-
-// dispatch starts deliveries for every queue that has recipients waiting
-// and a free connection slot.
-func (m *Manager) dispatch(ctx context.Context) {
-	if ctx.Err() != nil {
-		return
-	}
-	cfg := m.opt.Config()
-	totalMax := int(cfg.Global().Int("total-max-smtp-out"))
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for key, q := range m.queues {
-		dom := cfg.Domain(key.VMTA, key.Domain)
-		maxOut := int(dom.Int("max-smtp-out"))
-		if maxOut <= 0 {
-			maxOut = 1
-		}
-		maxRcpt := int(dom.Int("max-rcpt-per-message"))
-		if maxRcpt <= 0 {
-			maxRcpt = 100
-		}
-		for len(q.pending) > 0 && q.active < maxOut && m.total < totalMax {
-			group := takeGroup(q, maxRcpt)
-			q.active++
-			m.total++
-			m.wg.Add(1)
-			go func() {
-				defer m.wg.Done()
-				m.deliver(ctx, cfg, key, group)
-				m.mu.Lock()
-				q.active--
-				m.total--
-				m.mu.Unlock()
-				select {
-				case m.kick <- struct{}{}:
-				default:
-				}
-			}()
-		}
-		if len(q.pending) == 0 && q.active == 0 {
-			delete(m.queues, key)
-		}
-	}
-}
-
-// takeGroup removes from q the first pending recipient and up to maxRcpt-1
-// more of the same message: one transaction carries one message.
-func takeGroup(q *queue, maxRcpt int) []spool.Due {
-	id := q.pending[0].ID
-	var group []spool.Due
-	rest := q.pending[:0]
-	for _, d := range q.pending {
-		if d.ID == id && len(group) < maxRcpt {
-			group = append(group, d)
-		} else {
-			rest = append(rest, d)
-		}
-	}
-	clear(q.pending[len(rest):])
-	q.pending = rest
-	return group
 }
 
 // retryDelay is the wait before attempt number n+1 after n attempts:
@@ -259,8 +235,9 @@ func retryDelay(intervals []time.Duration, attempts int) time.Duration {
 	return intervals[i]
 }
 
-// deliver makes one attempt for a group of recipients of one message.
-func (m *Manager) deliver(ctx context.Context, cfg *config.Config, key spool.QueueKey, group []spool.Due) {
+// deliver makes one attempt for a group of recipients of one message to
+// one domain, through queue q.
+func (m *Manager) deliver(ctx context.Context, cfg *config.Config, q *queue, lim *limits, group []spool.Due) {
 	id := group[0].ID
 	env, states, err := m.sp.Envelope(id)
 	if err != nil {
@@ -270,10 +247,25 @@ func (m *Manager) deliver(ctx context.Context, cfg *config.Config, key spool.Que
 		return
 	}
 	now := m.opt.Now()
+	if env.JobID != "" && m.paused.has(pauseJob, env.JobID) {
+		// A paused job's messages are held (durably) until it is resumed.
+		if err := m.sp.Hold(id); err != nil {
+			m.logf("qmgr: %s: hold for paused job %s: %v", id, env.JobID, err)
+		}
+		for _, d := range group {
+			m.sp.Return(d, now)
+		}
+		return
+	}
+	key := spool.QueueKey{VMTA: q.key.vmta, Domain: group[0].Queue.Domain}
 	dom := cfg.Domain(key.VMTA, key.Domain)
 	lifetime := dom.Duration("bounce-after")
 	if env.Sender == "" {
 		lifetime = cfg.Global().Duration("dsn-bounce-after")
+	}
+	retry := dom.Durations("retry-after")
+	if lim.mode == vmta.ModeBackoff {
+		retry = []time.Duration{dom.Duration("backoff-retry-after")}
 	}
 
 	// 1. The attempt is durable before anything leaves the host.
@@ -281,7 +273,7 @@ func (m *Manager) deliver(ctx context.Context, cfg *config.Config, key spool.Que
 	var b spool.Batch
 	for i, d := range group {
 		attempts[i] = states[d.Rcpt].Attempts + 1
-		next := now.Add(retryDelay(dom.Durations("retry-after"), attempts[i]))
+		next := now.Add(retryDelay(retry, attempts[i]))
 		b.Attempt(id, d.Rcpt, next)
 	}
 	if err := m.sp.Commit(&b); err != nil {
@@ -301,16 +293,29 @@ func (m *Manager) deliver(ctx context.Context, cfg *config.Config, key spool.Que
 		content, err := m.sp.Content(id)
 		if err != nil {
 			m.logf("qmgr: %s: read content: %v", id, err)
-			m.deferAll(env, group, attempts, dom, now, "451 4.3.0 local error reading the queued message")
+			m.deferAll(env, group, attempts, retry, now, "451 4.3.0 local error reading the queued message")
 			return
 		}
-		size = int64(len(content.Bytes()))
-		msg := outboundMessage(env, group, content.Bytes())
+		data := content.Bytes()
+		size = int64(len(data))
+		if err := m.waitVolume(ctx, lim, size*int64(len(group))); err != nil {
+			content.Close()
+			m.deferAll(env, group, attempts, retry, now, "451 4.3.0 delivery stopped")
+			return
+		}
+		out, err := m.prepare(cfg, key, dom, env, group, data)
+		if err != nil {
+			content.Close()
+			m.logf("qmgr: %s: prepare content: %v", id, err)
+			m.deferAll(env, group, attempts, retry, now, "451 4.3.0 local error preparing the message: "+oneLine(err.Error()))
+			return
+		}
+		msg := outboundMessage(env, group, out)
 		dest := destination(cfg, key, dom)
-		res = m.opt.Deliver.Deliver(ctx, dest, msg)
-		content.Close()
+		res = m.opt.Deliver.Deliver(withConnLimits(ctx, m.lim, lim), dest, msg)
+		content.Close() // out may be the mapped content itself
 	}
-	m.finish(cfg, env, key, group, attempts, dom, lifetime, &res, size, now)
+	m.finish(cfg, env, q, lim, key, group, attempts, dom, retry, lifetime, &res, size, now)
 }
 
 // outboundMessage builds the client's view of the message for these recipients.
@@ -409,10 +414,10 @@ func sourceFor(cfg *config.Config, name string) (netip.Addr, string, bool) {
 }
 
 // deferAll defers every recipient of the group with one local reason.
-func (m *Manager) deferAll(env *spool.Message, group []spool.Due, attempts []int, dom *config.Block, now time.Time, reason string) {
+func (m *Manager) deferAll(env *spool.Message, group []spool.Due, attempts []int, retry []time.Duration, now time.Time, reason string) {
 	var b spool.Batch
 	for i, d := range group {
-		b.Deferred(env.ID, d.Rcpt, now.Add(retryDelay(dom.Durations("retry-after"), attempts[i])), reason)
+		b.Deferred(env.ID, d.Rcpt, now.Add(retryDelay(retry, attempts[i])), reason)
 	}
 	if err := m.sp.Commit(&b); err != nil {
 		m.logf("qmgr: %s: record deferral: %v", env.ID, err)
@@ -421,7 +426,8 @@ func (m *Manager) deferAll(env *spool.Message, group []spool.Due, attempts []int
 
 // finish classifies each reply, commits the outcomes together with any DSN
 // they owe, then reports the events.
-func (m *Manager) finish(cfg *config.Config, env *spool.Message, key spool.QueueKey, group []spool.Due, attempts []int, dom *config.Block, lifetime time.Duration, res *vmta.Result, size int64, now time.Time) {
+func (m *Manager) finish(cfg *config.Config, env *spool.Message, q *queue, lim *limits, key spool.QueueKey, group []spool.Due, attempts []int, dom *config.Block, retry []time.Duration, lifetime time.Duration, res *vmta.Result, size int64, now time.Time) {
+	m.applyPatterns(cfg, q, lim, dom, res, now)
 	var b spool.Batch
 	events := make([]*Event, 0, len(group))
 	var failed, delayed, relayed []bounce.RcptReport
@@ -438,7 +444,8 @@ func (m *Manager) finish(cfg *config.Config, env *spool.Message, key spool.Queue
 		class := bounce.Classify(rr.Reply.Code, rr.Reply.Enhanced, rr.Reply.Text)
 		ev := &Event{
 			QueueID: env.ID, Class: class, Reply: rr.Reply, Sender: env.Sender, Rcpt: rcpt.Addr,
-			ORCPT: rcpt.ORCPT, Queue: key, VMTA: env.VMTA, JobID: env.JobID, EnvID: env.EnvID,
+			ORCPT: rcpt.ORCPT, Queue: spool.QueueKey{VMTA: q.key.vmta, Domain: q.key.dest}, VMTA: q.key.vmta,
+			VMTAPool: q.pool, JobID: env.JobID, EnvID: env.EnvID,
 			Arrival: env.Arrival, Logged: now, Size: size, Attempts: attempts[i],
 			Result: res, Stage: rr.Stage,
 		}
@@ -468,7 +475,7 @@ func (m *Manager) finish(cfg *config.Config, env *spool.Message, key spool.Queue
 				failedEv = append(failedEv, ev)
 			}
 		default:
-			next := now.Add(retryDelay(dom.Durations("retry-after"), attempts[i]))
+			next := now.Add(retryDelay(retry, attempts[i]))
 			switch {
 			case rr.NotAttempted:
 				// The receiver took part of the recipients (452 4.5.3) and the

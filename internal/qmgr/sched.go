@@ -1,0 +1,549 @@
+package qmgr
+
+import (
+	"container/heap"
+	"context"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/sluicemta/sluice/internal/config"
+	"github.com/sluicemta/sluice/spool"
+	"github.com/sluicemta/sluice/vmta"
+)
+
+// The scheduler. The spool files recipients under (virtual MTA or pool as
+// chosen at acceptance, recipient domain); delivery queues are finer and
+// coarser at once: a pool's recipients are spread over its members (each
+// recipient sticking to one member, see vmta.Pick), and domains whose MX
+// hosts are the same share one queue (MX rollup). A delivery queue is
+// (member virtual MTA, destination) and every limit is kept per queue, per
+// source address, or both, in one vmta.Limiter.
+
+const maxPriority = 100
+
+// rateGuard lengthens every recipient-rate interval by 3% so the jitter
+// between the decision here and the MAIL command on the wire cannot put
+// one recipient too many into a window as the receiver counts it.
+const rateGuard = 1.03
+
+type qkey struct {
+	vmta string // the member virtual MTA sending ("" = none configured)
+	dest string // recipient domain, or "[mx host list]" for a rolled-up queue
+}
+
+// Name is the queue's name as shown in logs, accounting and mailq:
+// PowerMTA's domain/vmta.
+func (k qkey) Name() string {
+	if k.vmta == "" {
+		return k.dest
+	}
+	return k.dest + "/" + k.vmta
+}
+
+// queue is one delivery queue's recipients waiting for a delivery slot.
+type queue struct {
+	key     qkey
+	name    string
+	pool    string // the pool its recipients were chosen from ("" if none)
+	pending []spool.Due
+	active  int
+	prio    int
+	inReady bool
+	until   time.Time // blocked until then (rate limit); zero = not blocked
+	hidx    int       // index in the blocked heap, -1 when not in it
+}
+
+// limits is what one delivery may use, computed from the config snapshot
+// at dispatch.
+type limits struct {
+	mode     vmta.Mode
+	src      netip.Addr
+	maxRcpt  int
+	slots    []vmta.Slot     // taken for the delivery's life
+	rates    []vmta.RateTake // per recipient, taken at dispatch
+	volume   vmta.RateTake   // bytes, taken before sending
+	connects []vmta.RateTake // per new connection, taken when dialling
+}
+
+// route files one due recipient under its delivery queue.
+func (m *Manager) route(cfg *config.Config, d spool.Due, now time.Time) (qkey, string) {
+	pool := ""
+	name := d.Queue.VMTA
+	if name == "" {
+		if b := cfg.VMTA("default"); b != nil && b.Kind == config.KindPool {
+			name = "default"
+		}
+	}
+	member := ""
+	dest := d.Queue.Domain
+	if m.mx != nil {
+		dest = m.mx.dest(cfg, d.Queue.Domain, name)
+	}
+	if b := cfg.VMTA(name); b != nil {
+		if b.Kind == config.KindVMTA {
+			member = name
+		} else {
+			pool = name
+			members := poolMembers(cfg, b)
+			usable := func(n string) bool {
+				src, _, ok := sourceFor(cfg, n)
+				if !ok {
+					return true
+				}
+				off, _ := m.bo.SourceDisabled(dest, src.String(), now)
+				return !off
+			}
+			var ok bool
+			if member, ok = vmta.Pick(members, d.ID, d.Rcpt, usable); !ok {
+				// Every member is disabled for this destination: keep the
+				// recipient's own member; its queue waits for re-enabling.
+				member, _ = vmta.Pick(members, d.ID, d.Rcpt, nil)
+			}
+			if m.mx != nil && dest != d.Queue.Domain {
+				// The member may have a <domain> block of its own for it.
+				dest = m.mx.dest(cfg, d.Queue.Domain, member)
+			}
+		}
+	}
+	return qkey{vmta: member, dest: dest}, pool
+}
+
+func poolMembers(cfg *config.Config, pool *config.Block) []vmta.Member {
+	names := pool.Strings("virtual-mta")
+	out := make([]vmta.Member, 0, len(names))
+	for _, n := range names {
+		w := 1
+		if b := cfg.VMTA(n); b != nil {
+			w = int(b.Int("pool-weight"))
+		}
+		out = append(out, vmta.Member{Name: n, Weight: w})
+	}
+	return out
+}
+
+func (m *Manager) enqueue(due []spool.Due) {
+	if len(due) == 0 {
+		return
+	}
+	cfg := m.opt.Config()
+	now := m.opt.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, d := range due {
+		k, pool := m.route(cfg, d, now)
+		q := m.queueFor(k, pool)
+		q.pending = append(q.pending, d)
+		if q.until.IsZero() {
+			m.setReady(q, true)
+		}
+	}
+}
+
+func (m *Manager) queueFor(k qkey, pool string) *queue {
+	q := m.queues[k]
+	if q == nil {
+		q = &queue{key: k, name: k.Name(), pool: pool, prio: -1, hidx: -1}
+		m.queues[k] = q
+	}
+	if pool != "" {
+		q.pool = pool
+	}
+	return q
+}
+
+// setReady adds q to or removes it from the ready set (mu held).
+func (m *Manager) setReady(q *queue, on bool) {
+	if q.prio < 0 {
+		q.prio = 50
+	}
+	if on == q.inReady {
+		return
+	}
+	q.inReady = on
+	if on {
+		m.ready[q.prio][q] = struct{}{}
+	} else {
+		delete(m.ready[q.prio], q)
+	}
+}
+
+func (m *Manager) setPriority(q *queue, p int) {
+	p = max(0, min(p, maxPriority))
+	if q.prio == p {
+		return
+	}
+	if q.inReady {
+		delete(m.ready[q.prio], q)
+		m.ready[p][q] = struct{}{}
+	}
+	q.prio = p
+}
+
+// block takes q out of the ready set until t (mu held).
+func (m *Manager) block(q *queue, t time.Time) {
+	m.setReady(q, false)
+	q.until = t
+	if q.hidx >= 0 {
+		heap.Fix(&m.blocked, q.hidx)
+	} else {
+		heap.Push(&m.blocked, q)
+	}
+}
+
+// unblockDue readies the blocked queues whose time has come (mu held).
+func (m *Manager) unblockDue(now time.Time) {
+	for len(m.blocked) > 0 && !m.blocked[0].until.After(now) {
+		q := heap.Pop(&m.blocked).(*queue)
+		q.until = time.Time{}
+		if len(q.pending) > 0 {
+			m.setReady(q, true)
+		} else {
+			m.forget(q)
+		}
+	}
+}
+
+func (m *Manager) nextUnblock() (time.Time, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.blocked) == 0 {
+		return time.Time{}, false
+	}
+	return m.blocked[0].until, true
+}
+
+// forget drops an idle queue (mu held).
+func (m *Manager) forget(q *queue) {
+	if len(q.pending) == 0 && q.active == 0 && q.until.IsZero() && !q.inReady {
+		delete(m.queues, q.key)
+	}
+}
+
+// dispatch starts deliveries for ready queues, higher priority first,
+// within every limit.
+func (m *Manager) dispatch(ctx context.Context) {
+	if ctx.Err() != nil {
+		return
+	}
+	cfg := m.opt.Config()
+	now := m.opt.Now()
+	totalMax := int(cfg.Global().Int("total-max-smtp-out"))
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.unblockDue(now)
+	var queues []*queue
+	for p := maxPriority; p >= 0; p-- {
+		queues = queues[:0]
+		for q := range m.ready[p] {
+			queues = append(queues, q)
+		}
+		for _, q := range queues {
+			if !m.dispatchQueue(ctx, cfg, q, now, totalMax) {
+				return
+			}
+		}
+	}
+}
+
+// dispatchQueue starts what q may start now. It returns false when the
+// global connection limit is reached (nothing else may start).
+func (m *Manager) dispatchQueue(ctx context.Context, cfg *config.Config, q *queue, now time.Time, totalMax int) bool {
+	for len(q.pending) > 0 {
+		if m.paused.has(pauseQueue, q.name) || m.paused.has(pauseVMTA, q.key.vmta) || (q.pool != "" && m.paused.has(pauseVMTA, q.pool)) {
+			m.setReady(q, false) // Resume readies it again
+			return true
+		}
+		dom := cfg.Domain(q.key.vmta, m.governing(q))
+		m.setPriority(q, int(dom.Int("queue-priority")))
+		lim := m.limitsFor(cfg, q, dom, now, totalMax)
+		if lim.src.IsValid() {
+			if off, until := m.bo.SourceDisabled(q.key.dest, lim.src.String(), now); off {
+				if m.rehome(cfg, q, now) {
+					continue
+				}
+				m.block(q, until)
+				return true
+			}
+		}
+		if i := m.lim.Acquire(lim.slots...); i >= 0 {
+			switch {
+			case lim.slots[i].Key == totalKey:
+				return false
+			case i == 0:
+				// The queue's own limit: a delivery of this queue ending
+				// readies it again.
+				m.setReady(q, false)
+			}
+			return true
+		}
+		group := takeGroup(q, lim.maxRcpt)
+		if w := m.lim.Take(now, rateTakes(lim.rates, len(group))...); w > 0 {
+			m.lim.Release(lim.slots...)
+			q.pending = append(group, q.pending...)
+			m.block(q, now.Add(w))
+			return true
+		}
+		q.active++
+		m.total++
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			m.deliver(ctx, cfg, q, lim, group)
+			m.lim.Release(lim.slots...)
+			m.mu.Lock()
+			q.active--
+			m.total--
+			if len(q.pending) > 0 && q.until.IsZero() {
+				m.setReady(q, true)
+			}
+			m.forget(q)
+			m.mu.Unlock()
+			m.wakeup()
+		}()
+	}
+	m.setReady(q, false)
+	m.forget(q)
+	return true
+}
+
+// governing is the domain whose <domain> settings govern q's limits: its
+// own domain, or * for a rolled-up queue (only domains governed by
+// <domain *> alone are rolled up).
+func (m *Manager) governing(q *queue) string {
+	if strings.HasPrefix(q.key.dest, "[") {
+		return "*"
+	}
+	return q.key.dest
+}
+
+// rehome sends q's waiting recipients through routing again (its source
+// address was disabled for the destination). It reports whether q was
+// emptied; recipients with no usable member stay.
+func (m *Manager) rehome(cfg *config.Config, q *queue, now time.Time) bool {
+	pending := q.pending
+	q.pending = nil
+	for _, d := range pending {
+		k, pool := m.route(cfg, d, now)
+		nq := m.queueFor(k, pool)
+		nq.pending = append(nq.pending, d)
+		if nq != q && nq.until.IsZero() {
+			m.setReady(nq, true)
+		}
+	}
+	return len(q.pending) == 0
+}
+
+const totalKey = "total"
+
+// limitsFor computes q's limits from the config (mu held). The first slot
+// is always the queue's own.
+func (m *Manager) limitsFor(cfg *config.Config, q *queue, dom *config.Block, now time.Time, totalMax int) *limits {
+	lim := &limits{mode: m.bo.Mode(q.name, now)}
+	maxOut := int(dom.Int("max-smtp-out"))
+	msgRate := dom.Rate("max-msg-rate")
+	connRate := dom.Rate("max-connect-rate")
+	if lim.mode == vmta.ModeBackoff {
+		maxOut = int(dom.Int("backoff-max-smtp-out"))
+		msgRate = dom.Rate("backoff-max-msg-rate")
+		connRate = dom.Rate("backoff-max-connect-rate")
+	}
+	if maxOut <= 0 {
+		maxOut = 1
+	}
+	lim.maxRcpt = int(dom.Int("max-rcpt-per-message"))
+	if lim.maxRcpt <= 0 {
+		lim.maxRcpt = 100
+	}
+	qn := q.name
+	lim.slots = append(lim.slots, vmta.Slot{Key: "q:" + qn, Max: maxOut}, vmta.Slot{Key: totalKey, Max: totalMax})
+	lim.rates = appendRate(lim.rates, "r:"+qn, msgRate, true)
+	lim.connects = appendRate(lim.connects, "c:"+qn, connRate, false)
+	if v := dom.VolumeRate("max-data-volume-rate"); !v.Unlimited() {
+		lim.volume = vmta.RateTake{Key: "v:" + qn, Rate: vmta.Rate{N: v.N, Per: v.Per}}
+	}
+	if src, _, ok := sourceFor(cfg, q.key.vmta); ok {
+		lim.src = src
+		ip := src.String()
+		// A line in <domain *> limits the address over all queues; one in
+		// the queue's own <domain> block, within the queue.
+		star := cfg.Domain(q.key.vmta, "*")
+		own := func(name string) bool {
+			f1, l1 := dom.Where(name)
+			f2, l2 := star.Where(name)
+			return l1 != 0 && (f1 != f2 || l1 != l2)
+		}
+		scope := func(name, global, local string) string {
+			if own(name) {
+				return local + qn + "|" + ip
+			}
+			return global + ip
+		}
+		for _, c := range dom.CIDRInts("source-ip-max-smtp-out") {
+			if c.Matches(src) && c.N > 0 {
+				lim.slots = append(lim.slots, vmta.Slot{Key: scope("source-ip-max-smtp-out", "ip:", "qip:"), Max: c.N})
+				break
+			}
+		}
+		for _, c := range dom.CIDRRates("source-ip-max-msg-rate") {
+			if c.Matches(src) {
+				lim.rates = appendRate(lim.rates, scope("source-ip-max-msg-rate", "rip:", "rqip:"), c.Rate, true)
+				break
+			}
+		}
+		for _, c := range dom.CIDRRates("source-ip-max-connect-rate") {
+			if c.Matches(src) {
+				lim.connects = appendRate(lim.connects, scope("source-ip-max-connect-rate", "cip:", "cqip:"), c.Rate, false)
+				break
+			}
+		}
+	}
+	if strings.Contains(dom.String("list-unsubscribe"), "{rcpt}") {
+		lim.maxRcpt = 1 // the header names the one recipient
+	}
+	if len(lim.rates) > 0 {
+		// Burst 1: one recipient per transaction keeps every window
+		// within the rate however the receiver counts.
+		lim.maxRcpt = 1
+	}
+	return lim
+}
+
+func appendRate(to []vmta.RateTake, key string, r config.Rate, guard bool) []vmta.RateTake {
+	if r.Unlimited() {
+		return to
+	}
+	per := r.Per
+	if guard {
+		per = time.Duration(float64(per) * rateGuard)
+	}
+	return append(to, vmta.RateTake{Key: key, Rate: vmta.Rate{N: r.N, Per: per}})
+}
+
+func rateTakes(rs []vmta.RateTake, n int) []vmta.RateTake {
+	out := make([]vmta.RateTake, len(rs))
+	for i, r := range rs {
+		r.N = n
+		out[i] = r
+	}
+	return out
+}
+
+// takeGroup removes from q the first pending recipient and up to maxRcpt-1
+// more of the same message and domain: one transaction carries one
+// message to one domain.
+func takeGroup(q *queue, maxRcpt int) []spool.Due {
+	first := q.pending[0]
+	var group []spool.Due
+	rest := q.pending[:0]
+	for _, d := range q.pending {
+		if d.ID == first.ID && d.Queue.Domain == first.Queue.Domain && len(group) < maxRcpt {
+			group = append(group, d)
+		} else {
+			rest = append(rest, d)
+		}
+	}
+	clear(q.pending[len(rest):])
+	q.pending = rest
+	return group
+}
+
+// waitVolume spends size bytes of the queue's data volume rate, waiting
+// for it (the delivery holds its connection slot meanwhile).
+func (m *Manager) waitVolume(ctx context.Context, lim *limits, size int64) error {
+	if lim.volume.Rate.Unlimited() || size <= 0 {
+		return nil
+	}
+	t := lim.volume
+	t.N = int(size)
+	for {
+		w := m.lim.Take(m.opt.Now(), t)
+		if w == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(w):
+		}
+	}
+}
+
+type connLimitsKey struct{}
+
+type connLimits struct {
+	lim   vmta.Limiter
+	rates []vmta.RateTake
+}
+
+func withConnLimits(ctx context.Context, l vmta.Limiter, lim *limits) context.Context {
+	if len(lim.connects) == 0 {
+		return ctx
+	}
+	return context.WithValue(ctx, connLimitsKey{}, &connLimits{lim: l, rates: rateTakes(lim.connects, 1)})
+}
+
+// ConnectLimitedDial wraps next (nil: a plain dialer from the source
+// address) so that each new connection of a delivery spends the queue's
+// max-connect-rate and source-ip-max-connect-rate, waiting for them; give
+// it to vmta.Options.Dial. Reused connections cost nothing.
+func ConnectLimitedDial(next vmta.DialFunc) vmta.DialFunc {
+	if next == nil {
+		next = plainDial
+	}
+	return func(ctx context.Context, laddr netip.Addr, raddr netip.AddrPort) (net.Conn, error) {
+		if cl, ok := ctx.Value(connLimitsKey{}).(*connLimits); ok {
+			for {
+				w := cl.lim.Take(time.Now(), cl.rates...)
+				if w == 0 {
+					break
+				}
+				select {
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				case <-time.After(w):
+				}
+			}
+		}
+		return next(ctx, laddr, raddr)
+	}
+}
+
+// blockHeap orders blocked queues by the time they may go again.
+type blockHeap []*queue
+
+func (h blockHeap) Len() int           { return len(h) }
+func (h blockHeap) Less(i, j int) bool { return h[i].until.Before(h[j].until) }
+func (h blockHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].hidx = i
+	h[j].hidx = j
+}
+func (h *blockHeap) Push(x any) {
+	q := x.(*queue)
+	q.hidx = len(*h)
+	*h = append(*h, q)
+}
+func (h *blockHeap) Pop() any {
+	old := *h
+	q := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	q.hidx = -1
+	return q
+}
+
+func plainDial(ctx context.Context, laddr netip.Addr, raddr netip.AddrPort) (net.Conn, error) {
+	var d net.Dialer
+	if laddr.IsValid() {
+		d.LocalAddr = &net.TCPAddr{IP: laddr.AsSlice()}
+	}
+	return d.DialContext(ctx, "tcp", raddr.String())
+}
+
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
+
+func (h *blockHeap) fix(q *queue) { heap.Fix(h, q.hidx) }
