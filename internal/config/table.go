@@ -173,6 +173,7 @@ var Directives = []Directive{
 	{Name: "control-socket", Arg: "PATH", Restart: true, Blocks: global, Type: TString, Default: "/run/sluice/control.sock", Doc: "(sluice) Unix socket the sluice CLI and sendmail talk to."},
 	{Name: "max-received-headers", Blocks: global, Type: TInt, Default: "50", Doc: "A message with more Received headers is refused as a mail loop."},
 	{Name: "dsn-bounce-after", Blocks: global, Type: TDuration, Default: "1d", Doc: "How long a DSN (bounce) is retried; must be shorter than bounce-after."},
+	{Name: "dns-server", Arg: "HOST[:PORT][,...]", Blocks: global, Type: TStrings, DefaultDoc: "the nameservers of /etc/resolv.conf", Doc: "Recursive DNS servers for MX and address lookups, tried in order (port 53 unless given)."},
 
 	// <source>.
 	{Name: "always-allow-relaying", Blocks: source, Type: TBool, Default: "no", Doc: "Let these clients relay to any domain."},
@@ -218,6 +219,11 @@ var Directives = []Directive{
 	{Name: "require-starttls", Blocks: domain, Type: TBool, Default: "no", Doc: "Defer rather than send without TLS."},
 	{Name: "bounce-upon-5xx-greeting", Blocks: domain, Type: TBool, Default: "yes", Doc: "Bounce (rather than defer) when the greeting is 5xx."},
 	{Name: "smtp-553-means-invalid-mailbox", Blocks: domain, Type: TBool, Default: "yes", Doc: "Treat a 553 reply to RCPT as an invalid mailbox."},
+	{Name: "ignore-8bitmime", Blocks: domain, Type: TBool, Default: "no", Doc: "Act as if the server did not offer 8BITMIME: 8-bit content is sent converted to quoted-printable."},
+	{Name: "ignore-pipelining", Blocks: domain, Type: TBool, Default: "no", Doc: "Act as if the server did not offer PIPELINING: one command, one reply."},
+	{Name: "ignore-dsn", Blocks: domain, Type: TBool, Default: "no", Doc: "Act as if the server did not offer DSN: NOTIFY, ORCPT, RET and ENVID are not passed on, and a success notice asked for is sent by sluice itself (relayed)."},
+	{Name: "auth-username", Arg: "NAME", Blocks: domain, Type: TString, Doc: "Log in to the route/smtp-hosts relay with AUTH PLAIN or LOGIN as NAME, over TLS only: implicit TLS on port 465, STARTTLS (then required) elsewhere."},
+	{Name: "auth-password", Arg: "PASSWORD", Blocks: domain, Type: TString, Doc: "Password for auth-username; keep the config file unreadable to others."},
 	{Name: "type", Blocks: domain, Type: TEnum, Enum: []string{"smtp", "discard"}, Default: "smtp", Doc: "smtp delivers; discard drops the mail (accounted as delivered)."},
 	{Name: "max-msg-rate", Blocks: domain, Type: TRate, Default: "unlimited", Doc: "Recipients attempted per time unit in this queue (GCRA, no burst)."},
 	{Name: "max-connect-rate", Blocks: domain, Type: TRate, Default: "unlimited", Doc: "New connections per time unit in this queue."},
@@ -290,8 +296,7 @@ var powermtaDirectives = []string{
 	"smtp-out-rampup-interval", "retry-recipients-after",
 	"backoff-notify",
 	"backoff-reroute-to-virtual-mta", "bounce-upon-no-mx",
-	"ignore-8bitmime", "ignore-chunking", "ignore-pipelining", "ignore-dsn",
-	"auth-username", "auth-password", "dsn-format", "notify-of-delay-every",
+	"ignore-chunking", "dsn-format", "notify-of-delay-every",
 	"disable-acct-records",
 	// smtp-pattern-list and acct-file
 	"disable-source-ip", "defer-queue", "move-to", "move-interval",
