@@ -455,3 +455,20 @@ func TestMXLoop(t *testing.T) {
 		t.Errorf("without IsSelf: %+v", r)
 	}
 }
+
+func TestListenerSelf(t *testing.T) {
+	self := ListenerSelf([]netip.AddrPort{netip.MustParseAddrPort("0.0.0.0:25"), netip.MustParseAddrPort("192.0.2.7:587")})
+	for _, tc := range []struct {
+		ip   string
+		port int
+		want bool
+	}{
+		{"127.0.0.1", 25, true}, {"127.0.0.2", 25, true}, {"::1", 25, true},
+		{"127.0.0.1", 2525, false}, {"192.0.2.7", 587, true}, {"192.0.2.8", 587, false},
+		{"198.51.100.1", 25, false},
+	} {
+		if got := self(netip.MustParseAddr(tc.ip), tc.port); got != tc.want {
+			t.Errorf("%s:%d = %v", tc.ip, tc.port, got)
+		}
+	}
+}

@@ -357,7 +357,22 @@ func destination(cfg *config.Config, key spool.QueueKey, dom *config.Block) vmta
 		DataTerminationTimeout: dom.Duration("smtp-data-termination-timeout"),
 		IdleTimeout:            dom.Duration("connection-idle-timeout"),
 		MaxMsgPerConnection:    int(dom.Int("max-msg-per-connection")),
+		IgnorePipelining:       dom.Bool("ignore-pipelining"),
+		IgnoreDSN:              dom.Bool("ignore-dsn"),
+		Ignore8BitMIME:         dom.Bool("ignore-8bitmime"),
+		InvalidMailbox553:      dom.Bool("smtp-553-means-invalid-mailbox"),
+		AuthUsername:           dom.String("auth-username"),
+		AuthPassword:           dom.String("auth-password"),
 	}
+	// An MX pointing back at one of our own listeners is a mail loop.
+	var self []netip.AddrPort
+	for _, l := range cfg.Global().Listeners("smtp-listener") {
+		self = append(self, netip.AddrPortFrom(l.Addr, uint16(l.Port)))
+	}
+	if p := cfg.Global().Int("smtp-port"); p > 0 {
+		self = append(self, netip.AddrPortFrom(netip.Addr{}, uint16(p)))
+	}
+	d.IsSelf = vmta.ListenerSelf(self)
 	hosts := dom.HostPorts("smtp-hosts")
 	if len(hosts) == 0 {
 		hosts = dom.HostPorts("route")
