@@ -8,11 +8,28 @@ import (
 	"time"
 )
 
-// The committer is the only writer. It takes every pending request,
-// writes them with one WriteAt and one fdatasync, applies their records to
-// the index and only then answers the callers. Requests that arrive while
-// it waits for the disk form the next batch, so a lone writer never waits
-// for company and many writers share one fdatasync.
+// The committer is the only writer. It takes every pending request and
+// writes them with one WriteAt; one fdatasync per batch makes them durable;
+// only then are their records applied to the index and the callers
+// answered. Requests that arrive meanwhile form the next batch, so a lone
+// writer never waits for company and many writers share one fdatasync.
+//
+// The fdatasync of a batch runs on its own goroutine; with maxFlight > 1
+// the next batch could be written while the disk works on the previous
+// one. Batches complete strictly in order, and after a failed fdatasync
+// every later batch of that segment fails too, whatever its own fdatasync
+// said. Measured on a 2-core VM, overlapping fdatasyncs made batches
+// smaller without raising throughput, so one is in flight at a time.
+const maxFlight = 1
+
+type flight struct {
+	reqs []*request
+	g    *segment
+	off  int64
+	buf  []byte
+	done chan error
+}
+
 func (s *Spool) committer() {
 	defer s.wg.Done()
 	for {
@@ -22,6 +39,14 @@ func (s *Spool) committer() {
 		closed := s.closed
 		s.qmu.Unlock()
 		if len(reqs) == 0 {
+			if len(s.flights) > 0 {
+				select {
+				case err := <-s.flights[0].done:
+					s.complete(err)
+				case <-s.qch:
+				}
+				continue
+			}
 			if closed {
 				return
 			}
@@ -31,7 +56,89 @@ func (s *Spool) committer() {
 			}
 			continue
 		}
+		for len(s.flights) >= maxFlight {
+			s.complete(<-s.flights[0].done)
+		}
 		s.commitBatch(reqs)
+		s.reap()
+	}
+}
+
+// reap completes the batches at the head whose fdatasync has returned.
+func (s *Spool) reap() {
+	for len(s.flights) > 0 {
+		select {
+		case err := <-s.flights[0].done:
+			s.complete(err)
+		default:
+			return
+		}
+	}
+}
+
+// drain completes every batch in flight.
+func (s *Spool) drain() {
+	for len(s.flights) > 0 {
+		s.complete(<-s.flights[0].done)
+	}
+}
+
+// complete finishes the oldest batch in flight, whose fdatasync returned err.
+func (s *Spool) complete(err error) {
+	f := s.flights[0]
+	s.flights[0] = nil
+	s.flights = s.flights[1:]
+	g := f.g
+	if err == nil && s.failedSeg == g {
+		err = errors.New("an earlier batch of this segment failed")
+	}
+	if err != nil {
+		if s.failedSeg != g {
+			// Never fdatasync the same file again and trust it: after a
+			// failed writeback the kernel may have dropped the dirty
+			// pages and a second fdatasync reports success. Abandon the
+			// segment; the next one's header says where its trustworthy
+			// part ends.
+			s.logf("spool: segment %d: write or fdatasync failed at offset %d, abandoning it: %v", g.seq, f.off, err)
+			s.failedSeg = g
+			s.abandonSeq, s.abandonLen = g.seq, f.off
+			if s.active == g {
+				s.sealNoDrain()
+			}
+		}
+		werr := fmt.Errorf("spool: write segment %d: %w", g.seq, err)
+		for _, r := range f.reqs {
+			r.done <- werr
+		}
+		s.putBuf(f.buf)
+		return
+	}
+	s.mu.Lock()
+	g.end = f.off + int64(len(f.buf))
+	woke := s.applyBuf(f.buf, g, f.off)
+	s.mu.Unlock()
+	if woke {
+		s.notify()
+	}
+	for _, r := range f.reqs {
+		r.done <- nil
+	}
+	s.putBuf(f.buf)
+	s.kickCompaction()
+}
+
+func (s *Spool) getBuf() []byte {
+	if n := len(s.bufs); n > 0 {
+		b := s.bufs[n-1]
+		s.bufs = s.bufs[:n-1]
+		return b[:0]
+	}
+	return nil
+}
+
+func (s *Spool) putBuf(b []byte) {
+	if cap(b) <= 4<<20 && len(s.bufs) < maxFlight+1 {
+		s.bufs = append(s.bufs, b)
 	}
 }
 
@@ -55,7 +162,9 @@ func (s *Spool) avail() int64 {
 func (s *Spool) commitBatch(reqs []*request) {
 	// Compaction output is encoded first, from an index that already
 	// reflects every earlier record, so its snapshots are exact.
-	sortBuilds(reqs)
+	if sortBuilds(reqs) {
+		s.drain() // snapshots must see every earlier record applied
+	}
 	free := s.avail()
 	todo := reqs[:0:0]
 	var size int64
@@ -107,7 +216,7 @@ func (s *Spool) commitBatch(reqs []*request) {
 	}
 }
 
-func sortBuilds(reqs []*request) {
+func sortBuilds(reqs []*request) bool {
 	k := 0
 	for i, r := range reqs {
 		if r.build != nil {
@@ -115,54 +224,33 @@ func sortBuilds(reqs []*request) {
 			k++
 		}
 	}
+	return k > 0
 }
 
 func (s *Spool) writeBatch(reqs []*request) {
 	g := s.active
-	buf := s.batchBuf[:0]
-	if s.woff == headerSize && g.end == headerSize {
-		// nothing yet: the header goes out with the first batch
-	}
+	buf := s.getBuf()
 	for _, r := range reqs {
 		buf = append(buf, r.buf...)
 	}
-	s.batchBuf = buf
 	off := s.woff
-	_, err := g.f.WriteAt(buf, off)
-	if err == nil && !s.opt.noSync {
-		err = g.f.Datasync()
-	}
+	s.woff += int64(len(buf))
+	f := &flight{reqs: reqs, g: g, off: off, buf: buf, done: make(chan error, 1)}
+	s.flights = append(s.flights, f)
 	s.stats.mu.Lock()
 	s.stats.fsyncs++
 	s.stats.batches++
 	s.stats.hist[min(bits.Len(uint(len(reqs)))-1, len(s.stats.hist)-1)]++
 	s.stats.mu.Unlock()
-	if err != nil {
-		// Never fdatasync the same file again and trust it: after a
-		// failed writeback the kernel may have dropped the dirty pages
-		// and a second fdatasync reports success. Abandon the segment;
-		// the next one's header says where its trustworthy part ends.
-		s.logf("spool: segment %d: write or fdatasync failed at offset %d, abandoning it: %v", g.seq, off, err)
-		s.abandonSeq, s.abandonLen = g.seq, off
-		s.seal()
-		werr := fmt.Errorf("spool: write segment %d: %w", g.seq, err)
-		for _, r := range reqs {
-			r.done <- werr
-		}
+	if _, err := g.f.WriteAt(buf, off); err != nil {
+		f.done <- err
 		return
 	}
-	s.woff += int64(len(buf))
-	s.mu.Lock()
-	g.end = s.woff
-	woke := s.applyBuf(buf, g, off)
-	s.mu.Unlock()
-	if woke {
-		s.notify()
+	if s.opt.noSync {
+		f.done <- nil
+		return
 	}
-	for _, r := range reqs {
-		r.done <- nil
-	}
-	s.kickCompaction()
+	go func() { f.done <- g.f.Datasync() }()
 }
 
 // applyBuf applies the records just made durable at off in g. Called with
@@ -185,8 +273,14 @@ func (s *Spool) applyBuf(buf []byte, g *segment, off int64) bool {
 	return woke
 }
 
-// seal ends appends to the active segment; the next batch rolls.
+// seal ends appends to the active segment once its batches in flight
+// are done; the next batch rolls.
 func (s *Spool) seal() {
+	s.drain()
+	s.sealNoDrain()
+}
+
+func (s *Spool) sealNoDrain() {
 	if s.active == nil {
 		return
 	}

@@ -50,7 +50,9 @@ type Spool struct {
 	spareCh    chan struct{}
 	abandonSeq uint32
 	abandonLen int64
-	batchBuf   []byte
+	flights    []*flight // batches written, fdatasync in flight, oldest first
+	failedSeg  *segment  // segment whose fdatasync failed
+	bufs       [][]byte
 	stats      commitStats
 
 	stop chan struct{}
@@ -327,6 +329,9 @@ func (s *Spool) encode(b *Batch, r *request) error {
 			s.mu.Unlock()
 			if dup {
 				return fmt.Errorf("spool: message %s already queued", o.msg.ID)
+			}
+			if r.buf == nil {
+				r.buf = make([]byte, 0, len(o.msg.Content)+256+64*len(o.msg.Recipients))
 			}
 			r.buf = appendMessage(r.buf, kMessage, id, o.msg, false, nil, o.msg.Content)
 			if int64(len(r.buf)) > s.opt.SegmentSize-headerSize {
