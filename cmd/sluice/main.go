@@ -45,6 +45,7 @@ var verbs = []verb{
 	{[]string{"check", "config"}, "[FILE]", "validate a config file (default: --config, $SLUICE_CONFIG, /etc/pmta/config)", checkConfig},
 	{[]string{"man", "sluice.conf"}, "", "print sluice.conf(5) in roff, generated from the directive table", manConf},
 	{[]string{"hash-password"}, "", "read a password from stdin, print its bcrypt hash for <smtp-user> password", hashPassword},
+	{[]string{"resolve"}, "[--connect] DOMAIN", "show the MX hosts and addresses mail for DOMAIN goes to", resolveDomain},
 }
 
 func main() {
