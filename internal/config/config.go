@@ -84,6 +84,8 @@ type Config struct {
 	poolsOf    map[string][]*Block // virtual MTA name -> pools holding it
 	// patternLists holds the <smtp-pattern-list> blocks by name.
 	patternLists map[string]*Block
+	// milters holds the <milter> blocks in file order (milter.go).
+	milters []*Block
 }
 
 // File returns the path the config was read from.

@@ -302,6 +302,10 @@ func (p *parser) register(parent, b *Block) bool {
 			c.patternLists = map[string]*Block{}
 		}
 		c.patternLists[b.Name] = b
+	case KindMilter:
+		if !p.registerMilter(b) {
+			return false
+		}
 	case KindAcctFile:
 		if strings.HasPrefix(b.Name, "|") {
 			p.errorf(file, n, "<acct-file %s>: accounting to a pipe is not supported by sluice; write a file", b.Name)
@@ -675,6 +679,7 @@ func (p *parser) finish(hostname func() (string, error)) {
 		}
 	}
 	p.finishTraffic()
+	p.finishMilters()
 }
 
 func mapValues(m map[string]*Block) []*Block {

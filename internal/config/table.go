@@ -96,6 +96,7 @@ const (
 	KindPool     = "virtual-mta-pool"
 	KindAcctFile = "acct-file"
 	KindPatterns = "smtp-pattern-list"
+	KindMilter   = "milter"
 )
 
 // BlockKind describes a <kind arg> block: where it may appear and what its
@@ -120,6 +121,8 @@ var Blocks = []BlockKind{
 	{KindAcctFile, []string{KindGlobal}, "PATH", "An accounting CSV file in PowerMTA's record format."},
 	{KindPatterns, []string{KindGlobal}, "NAME",
 		"Rules applied to every reply from the queues whose <domain> names this list with smtp-pattern-list; every matching rule acts, in order."},
+	{KindMilter, []string{KindGlobal}, "NAME",
+		"(sluice) A mail filter (OpenDKIM, rspamd, ...) spoken to over the milter protocol, as Postfix does; smtpd-milters and non-smtpd-milters name the ones that run."},
 }
 
 // Directive is one row of the table.
@@ -150,6 +153,7 @@ var (
 	userK   = []string{KindSMTPUser}
 	acctK   = []string{KindAcctFile}
 	patK    = []string{KindPatterns}
+	milterK = []string{KindMilter}
 	syncDoc = "only yes is accepted: sluice answers 250 only once a message is fsynced to the spool"
 )
 
@@ -258,6 +262,24 @@ var Directives = []Directive{
 	{Name: "records", Blocks: acctK, Type: TRecordTypes, Default: "d,b", Doc: "Record types written: d, b, t, tq, r, f, rb, rs."},
 	{Name: "record-fields", Blocks: acctK, Type: TRecordFields, Repeatable: true, Doc: "Fields (and their order) written for one record type; * is every field, !name drops one."},
 	{Name: "world-readable", Blocks: acctK, Type: TBool, Default: "no", Doc: "Create the file mode 0644 instead of 0640."},
+
+	// <milter> and the chains naming them (milter.go).
+	{Name: "socket", Arg: "inet:HOST:PORT|unix:PATH", Blocks: milterK, Type: TString, Doc: "Where the milter listens: inet:HOST:PORT (inet:[IPv6]:PORT, Sendmail's inet:PORT@HOST) or unix:PATH. Required.", Check: checkMilterSocket},
+	{Name: "default-action", Blocks: milterK, Type: TEnum, Enum: []string{"tempfail", "accept", "reject", "quarantine"}, Default: "tempfail", Doc: "What happens when the milter cannot be reached, times out or breaks the protocol: tempfail answers 451 4.7.1, accept goes on without it, reject answers 550 5.5.0, quarantine accepts the message on hold (Postfix's milter_default_action)."},
+	{Name: "connect-timeout", Blocks: milterK, Type: TDuration, Default: "30s", Doc: "Time allowed to connect to the milter and negotiate."},
+	{Name: "command-timeout", Blocks: milterK, Type: TDuration, Default: "30s", Doc: "Time allowed for the milter's answer to each SMTP command."},
+	{Name: "content-timeout", Blocks: milterK, Type: TDuration, Default: "5m", Doc: "Time allowed for the milter's answer to each header and body chunk and to the end of the message."},
+	{Name: "protocol", Blocks: milterK, Type: TInt, Default: "6", Doc: "Milter protocol version offered: 2, 3, 4 or 6.", Check: checkMilterProtocol},
+	{Name: "connect-macros", Arg: "MACRO[,MACRO...]|none", Blocks: milterK, Type: TStrings, Default: "j,{daemon_name},{daemon_addr},v,_", Doc: "Macros sent with the connection (Postfix's milter_connect_macros); none for none. The milter may ask for others itself."},
+	{Name: "helo-macros", Arg: "MACRO[,MACRO...]|none", Blocks: milterK, Type: TStrings, Default: "{tls_version},{cipher},{cipher_bits},{cert_subject},{cert_issuer}", Doc: "Macros sent with HELO/EHLO (milter_helo_macros)."},
+	{Name: "mail-macros", Arg: "MACRO[,MACRO...]|none", Blocks: milterK, Type: TStrings, Default: "i,{auth_type},{auth_authen},{auth_author},{mail_addr},{mail_host},{mail_mailer}", Doc: "Macros sent with MAIL FROM (milter_mail_macros)."},
+	{Name: "rcpt-macros", Arg: "MACRO[,MACRO...]|none", Blocks: milterK, Type: TStrings, Default: "i,{rcpt_addr},{rcpt_host},{rcpt_mailer}", Doc: "Macros sent with RCPT TO (milter_rcpt_macros)."},
+	{Name: "data-macros", Arg: "MACRO[,MACRO...]|none", Blocks: milterK, Type: TStrings, Default: "i", Doc: "Macros sent with DATA (milter_data_macros)."},
+	{Name: "eoh-macros", Arg: "MACRO[,MACRO...]|none", Blocks: milterK, Type: TStrings, Default: "i", Doc: "Macros sent with the headers and their end (milter_end_of_header_macros)."},
+	{Name: "eom-macros", Arg: "MACRO[,MACRO...]|none", Blocks: milterK, Type: TStrings, Default: "i", Doc: "Macros sent with the body and the end of the message (milter_end_of_data_macros)."},
+	{Name: "unknown-macros", Arg: "MACRO[,MACRO...]|none", Blocks: milterK, Type: TStrings, DefaultDoc: "none", Doc: "Macros sent with an unknown SMTP command (milter_unknown_command_macros)."},
+	{Name: "smtpd-milters", Arg: "NAME[,NAME...]", Blocks: source, Type: TStrings, Doc: "(sluice) The <milter> blocks, in order, that see mail from these clients (chosen at connect, by address; Postfix's smtpd_milters)."},
+	{Name: "non-smtpd-milters", Arg: "NAME[,NAME...]", Blocks: global, Type: TStrings, Doc: "(sluice) The <milter> blocks, in order, that see mail submitted without SMTP (sendmail, pickup), from a simulated localhost connection (Postfix's non_smtpd_milters)."},
 
 	// DKIM signing at delivery (internal/dkim). Settings in a <virtual-mta>
 	// apply to all its domains unless one of its own <domain> blocks says
