@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/sluicemta/sluice/internal/config"
+	"github.com/sluicemta/sluice/spool"
 )
 
 // ErrNoKey is returned (wrapped) by SignFor when signing is on but no
@@ -124,7 +125,11 @@ func Plan(cfg *config.Config, vmta, domain string, content []byte) (*Params, err
 		if what == "" {
 			what = "(no " + pol.Identity + " address in the message)"
 		}
-		return nil, fmt.Errorf("dkim: %w: identity %s, queue %s/%s", ErrNoKey, what, domain, vmta)
+		queue := domain
+		if vmta != "" {
+			queue += "/" + vmta
+		}
+		return nil, fmt.Errorf("dkim: %w: identity %s, queue %s", ErrNoKey, what, queue)
 	}
 	p := &Params{Key: key, HeaderCanon: pol.HeaderCanon, BodyCanon: pol.BodyCanon,
 		Headers: pol.Headers, Oversign: pol.Oversign, Expire: pol.Expire}
@@ -216,4 +221,25 @@ func looseAddress(v string) string {
 		}
 	}
 	return ""
+}
+
+// Hook returns the function for qmgr.Options.Sign. A message whose
+// identity has no key goes out unsigned and is logged through logf (an
+// error there would defer it again and again); any other failure is
+// returned, and the queue manager defers the recipients. now nil =
+// time.Now.
+func (s *Signer) Hook(logf func(format string, args ...any), now func() time.Time) func(*config.Config, spool.QueueKey, []byte) ([]byte, error) {
+	if now == nil {
+		now = time.Now
+	}
+	return func(cfg *config.Config, q spool.QueueKey, content []byte) ([]byte, error) {
+		out, err := s.SignFor(cfg, q.VMTA, q.Domain, content, now())
+		if errors.Is(err, ErrNoKey) {
+			if logf != nil {
+				logf("%v; sent unsigned", err)
+			}
+			return content, nil
+		}
+		return out, err
+	}
 }

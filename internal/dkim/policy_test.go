@@ -1,16 +1,20 @@
 package dkim
 
 import (
+	"bytes"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/sluicemta/sluice/internal/config"
+	"github.com/sluicemta/sluice/spool"
 )
 
 // writeKey stores k's private key as PKCS #8 PEM in dir/name.
@@ -149,5 +153,29 @@ func TestPolicy(t *testing.T) {
 				t.Errorf("verify: %v\n%s", err, out)
 			}
 		})
+	}
+}
+
+// TestHook: the qmgr adapter signs per queue, and sends mail whose
+// identity has no key unsigned (logged) instead of deferring it forever.
+func TestHook(t *testing.T) {
+	rk, _ := testKeys(t)
+	dir := t.TempDir()
+	writeKey(t, dir, "rsa.key", rk)
+	cfg, err := config.Parse(filepath.Join(dir, "config"), []byte("host-name h.example\ndomain-key s-rsa,example.com,rsa.key\n<domain *>\ndkim-sign yes\n</domain>\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logged []string
+	hook := NewSigner(Options{}).Hook(func(f string, a ...any) { logged = append(logged, fmt.Sprintf(f, a...)) }, nil)
+	msg := []byte("From: a@example.com\r\nSubject: s\r\n\r\nb\r\n")
+	out, err := hook(cfg, spool.QueueKey{Domain: "example.net"}, msg)
+	if err != nil || verifyGo(out, records(t, rk)) != nil {
+		t.Fatalf("signed: %v\n%s", err, out)
+	}
+	other := []byte("From: a@other.org\r\n\r\nb\r\n")
+	out, err = hook(cfg, spool.QueueKey{Domain: "example.net"}, other)
+	if err != nil || !bytes.Equal(out, other) || len(logged) != 1 || !strings.Contains(logged[0], "no domain-key for the signing identity: identity other.org, queue example.net; sent unsigned") {
+		t.Fatalf("no key: %v %q %q", err, out, logged)
 	}
 }
