@@ -166,7 +166,14 @@ func (d *Daemon) logSMTP(e smtpd.Event) {
 		}
 		ml.Received(e.QueueID, "", ip, method, e.AuthUser)
 	case smtpd.EvReject:
-		ml.Reject(maillog.RejectLine{QueueID: e.QueueID, Stage: e.Command, ClientIP: ip, Reply: fmt.Sprintf("%d %s", e.Code, e.Text), Helo: e.Helo})
+		proto := "ESMTP"
+		if e.Proto == "SMTP" {
+			proto = "SMTP"
+		}
+		ml.Reject(maillog.RejectLine{
+			QueueID: e.QueueID, Stage: e.Command, ClientIP: ip, Reply: fmt.Sprintf("%d %s", e.Code, e.Text),
+			From: e.From, To: e.Rcpt, Proto: proto, Helo: e.Helo,
+		})
 	case smtpd.EvAuth:
 		if e.Code != 0 {
 			ml.Printf("smtpd", "warning: unknown[%s]: SASL authentication failed: %d %s", ip, e.Code, e.Text)
