@@ -10,6 +10,7 @@ package vmta
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"io"
 	"mime"
@@ -37,40 +38,55 @@ type contentInfo struct {
 	longLines  bool // a line (header or body) over 998 octets
 }
 
-// scanContent reads the content once. It is cheap next to sending it.
+// scanContent reads the content once. It is cheap next to sending it:
+// lines are found with IndexByte and 8-bit octets eight at a time.
 func scanContent(r io.Reader) (contentInfo, error) {
 	var info contentInfo
 	bp := bodyBufs.Get().(*[]byte)
 	defer bodyBufs.Put(bp)
 	buf := *bp
-	inHeader, lineLen, lineStart := true, 0, true
+	inHeader := true
+	lineLen, lastCR := 0, false // the current line so far
+	endLine := func() {
+		n := lineLen
+		if lastCR {
+			n-- // the CR of CRLF is not part of the line
+		}
+		if n > maxLine {
+			info.longLines = true
+		}
+	}
 	for {
 		n, err := r.Read(buf)
-		for _, c := range buf[:n] {
-			switch c {
-			case '\n':
-				if inHeader && lineStart {
-					inHeader = false
-				}
-				lineLen, lineStart = 0, true
-				continue
-			case '\r':
-				continue // line length counts octets before CRLF
+		p := buf[:n]
+		for len(p) > 0 {
+			i := bytes.IndexByte(p, '\n')
+			seg := p
+			if i >= 0 {
+				seg = p[:i]
 			}
-			if c >= 0x80 {
+			if len(seg) > 0 {
 				if inHeader {
-					info.header8bit = true
-				} else {
-					info.body8bit = true
+					info.header8bit = info.header8bit || has8bit(seg)
+				} else if !info.body8bit {
+					info.body8bit = has8bit(seg)
 				}
+				lineLen += len(seg)
+				lastCR = seg[len(seg)-1] == '\r'
 			}
-			lineStart = false
-			lineLen++
-			if lineLen > maxLine {
-				info.longLines = true
+			if i < 0 {
+				break
 			}
+			endLine()
+			if inHeader && (lineLen == 0 || (lineLen == 1 && lastCR)) {
+				inHeader = false
+			}
+			lineLen, lastCR = 0, false
+			p = p[i+1:]
 		}
 		if err == io.EOF {
+			lastCR = false
+			endLine()
 			return info, nil
 		}
 		if err != nil {
@@ -165,6 +181,12 @@ func lookup(fields []field, name string) (string, bool) {
 }
 
 func has8bit(b []byte) bool {
+	for len(b) >= 8 {
+		if binary.LittleEndian.Uint64(b)&0x8080808080808080 != 0 {
+			return true
+		}
+		b = b[8:]
+	}
 	for _, c := range b {
 		if c >= 0x80 {
 			return true

@@ -9,6 +9,7 @@ import (
 	"net/mail"
 	"strings"
 	"testing"
+	"testing/iotest"
 )
 
 // sevenBitClean checks what Downgrade promises of its output: no 8-bit
@@ -152,4 +153,45 @@ func FuzzDowngrade(f *testing.F) {
 			t.Fatalf("second pass changed %v err %v", c, err)
 		}
 	})
+}
+
+// BenchmarkScanContent: the pass every Deliver makes over the content to
+// decide whether it must be converted.
+func BenchmarkScanContent(b *testing.B) {
+	body := []byte("Subject: bench\r\n\r\n" + strings.Repeat("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\r\n", 64))
+	b.SetBytes(int64(len(body)))
+	for i := 0; i < b.N; i++ {
+		if info, err := scanContent(bytes.NewReader(body)); err != nil || info.body8bit {
+			b.Fatal(info, err)
+		}
+	}
+}
+
+func TestScanContent(t *testing.T) {
+	l998, l999 := strings.Repeat("a", 998), strings.Repeat("a", 999)
+	for _, tc := range []struct {
+		in   string
+		want contentInfo
+	}{
+		{"A: b\r\n\r\nbody\r\n", contentInfo{}},
+		{"A: \xc3\xa9\r\n\r\nbody\r\n", contentInfo{header8bit: true}},
+		{"A: b\n\nb\xc3\xa9dy\n", contentInfo{body8bit: true}},
+		{"A: b\r\n\r\n" + l998 + "\r\n" + l998, contentInfo{}},
+		{"A: b\r\n\r\n" + l999 + "\r\n", contentInfo{longLines: true}},
+		{"A: b\r\n\r\n" + l999, contentInfo{longLines: true}},
+		{"A: b\r\n\r\n" + l998 + "\r\r\n", contentInfo{longLines: true}}, // a bare CR is an octet
+		{"A: b\r\n" + l999 + "\r\n\r\n", contentInfo{longLines: true}},
+		{"A: b\r\n\r\n\r\n\xff", contentInfo{body8bit: true}},
+	} {
+		for _, oneByte := range []bool{false, true} {
+			var r io.Reader = strings.NewReader(tc.in)
+			if oneByte {
+				r = iotest.OneByteReader(r)
+			}
+			got, err := scanContent(r)
+			if err != nil || got != tc.want {
+				t.Errorf("%.40q (one byte %v) = %+v, %v; want %+v", tc.in, oneByte, got, err, tc.want)
+			}
+		}
+	}
 }
