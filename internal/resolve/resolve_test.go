@@ -276,3 +276,41 @@ func FuzzMXFrom(f *testing.F) {
 		}
 	})
 }
+
+func TestIDNAndCNAMEdMX(t *testing.T) {
+	srv, r, _ := setup(t)
+	must(t, srv.Add(
+		"xn--bcher-kva.example. MX 10 mail.xn--bcher-kva.example.",
+		"mail.xn--bcher-kva.example. CNAME real.example.net.",
+		"real.example.net. A 192.0.2.9",
+	))
+	ctx := context.Background()
+	mxs, err := r.MX(ctx, "B\u00fcCHER.example")
+	if err != nil || len(mxs) != 1 || mxs[0].Host != "mail.xn--bcher-kva.example" {
+		t.Fatalf("MX = %v, %v", mxs, err)
+	}
+	// An MX host that is a CNAME (RFC 2181 10.3 forbids it; it is common):
+	// its addresses are those of the target.
+	addrs, err := r.Addrs(ctx, mxs[0].Host)
+	if err != nil || len(addrs) != 1 || addrs[0] != netip.MustParseAddr("192.0.2.9") {
+		t.Errorf("Addrs = %v, %v", addrs, err)
+	}
+	if n := srv.QueryCount("xn--bcher-kva.example", "MX"); n != 1 {
+		t.Errorf("%d MX queries in A-labels; queries %v", n, srv.Queries())
+	}
+	for _, tc := range []struct{ in, want string }{
+		{"Example.COM.", "example.com"},
+		{"b\u00fccher.example", "xn--bcher-kva.example"},
+		{"\u4f8b\u3048.\u30c6\u30b9\u30c8", "xn--r8jz45g.xn--zckzah"},
+	} {
+		if got, err := ToASCII(tc.in); err != nil || got != tc.want {
+			t.Errorf("ToASCII(%q) = %q, %v", tc.in, got, err)
+		}
+	}
+	if _, err := ToASCII("xn--a.\u00fc"); !errors.Is(err, ErrNXDomain) {
+		t.Errorf("invalid IDN: %v", err)
+	}
+	if _, err := r.MX(ctx, "a\u00fc..b"); !errors.Is(err, ErrNXDomain) {
+		t.Errorf("MX of invalid IDN: %v", err)
+	}
+}
