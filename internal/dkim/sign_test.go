@@ -397,3 +397,38 @@ func TestLoadKey(t *testing.T) {
 		t.Error("empty selector accepted")
 	}
 }
+
+// TestConcurrentSign: one Signer shared by deliveries in parallel, its
+// small cache evicting all the while, gives only good signatures.
+func TestConcurrentSign(t *testing.T) {
+	_, ek := testKeys(t)
+	recs := records(t, ek)
+	s := NewSigner(Options{CacheSize: 3})
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 40; i++ {
+				msg := fmt.Sprintf("From: a@example.com\r\nSubject: %d\r\n\r\nbody %d\r\n", g, (g+i)%7)
+				out, err := s.Sign([]byte(msg), &Params{Key: ek}, time.Now())
+				if err == nil {
+					err = verifyGo(out, recs)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if hits, misses := s.CacheStats(); hits+misses != 320 || hits == 0 {
+		t.Errorf("hits %d, misses %d", hits, misses)
+	}
+}
