@@ -472,3 +472,27 @@ func TestListenerSelf(t *testing.T) {
 		}
 	}
 }
+
+// TestMaxAddrsPerAttempt: a domain with many dead addresses costs at most
+// MaxAddrs connection attempts per Deliver.
+func TestMaxAddrsPerAttempt(t *testing.T) {
+	dns := fakedns.Start(t)
+	if err := dns.Add("many.example. MX 10 a.many.example.", "many.example. MX 20 b.many.example.",
+		"a.many.example. A 192.0.2.1", "a.many.example. A 192.0.2.2", "a.many.example. A 192.0.2.3",
+		"b.many.example. A 192.0.2.4", "b.many.example. A 192.0.2.5"); err != nil {
+		t.Fatal(err)
+	}
+	var dialled []netip.AddrPort
+	dial := func(ctx context.Context, laddr netip.Addr, raddr netip.AddrPort) (net.Conn, error) {
+		dialled = append(dialled, raddr)
+		return nil, errRefused
+	}
+	d := newTestDeliverer(t, Options{Resolver: newResolver(t, dns), Dial: dial, MaxAddrs: 4})
+	res := d.Deliver(context.Background(), Destination{Domain: "many.example"}, testMsg(body1, "u@many.example"))
+	if r := res.Rcpts[0]; r.Reply.Code != 451 || r.Reply.Enhanced != "4.4.1" {
+		t.Errorf("%+v", r)
+	}
+	if len(dialled) != 4 || dialled[3].Addr() != netip.MustParseAddr("192.0.2.4") {
+		t.Errorf("dialled %v", dialled)
+	}
+}
