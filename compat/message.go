@@ -20,6 +20,12 @@ var ErrTooBig = errors.New("message too big")
 // unstuffed. The result uses bare LF line ends. max <= 0 means no limit;
 // a larger input fails with an error wrapping ErrTooBig.
 func ReadMessage(r io.Reader, dotEnds bool, max int64) ([]byte, error) {
+	return readMessage(r, dotEnds, true, max)
+}
+
+// readMessage is ReadMessage; dropFrom false keeps a leading "From " line
+// (the daemon re-normalises content a client already read).
+func readMessage(r io.Reader, dotEnds, dropFrom bool, max int64) ([]byte, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	var out bytes.Buffer
 	first := true
@@ -56,7 +62,7 @@ func ReadMessage(r io.Reader, dotEnds bool, max int64) ([]byte, error) {
 		body = bytes.TrimSuffix(body, []byte("\r"))
 		if first {
 			first = false
-			if bytes.HasPrefix(body, []byte("From ")) || bytes.HasPrefix(body, []byte(">From ")) {
+			if dropFrom && bytes.HasPrefix(body, []byte("From ")) || bytes.HasPrefix(body, []byte(">From ")) {
 				if err == io.EOF {
 					break
 				}
