@@ -146,8 +146,8 @@ func Plan(cfg *config.Config, vmta, domain string, content []byte) (*Params, err
 
 // SignFor signs content for delivery to domain through vmta as cfg says:
 // the content unchanged when dkim-sign is off, with one DKIM-Signature
-// prepended when it is on. On ErrNoKey the content is returned unchanged
-// with the error.
+// prepended when it is on (after Options.Convert). On ErrNoKey the content
+// is returned unchanged with the error.
 func (s *Signer) SignFor(cfg *config.Config, vmta, domain string, content []byte, now time.Time) ([]byte, error) {
 	p, err := Plan(cfg, vmta, domain, content)
 	if err != nil {
@@ -155,6 +155,11 @@ func (s *Signer) SignFor(cfg *config.Config, vmta, domain string, content []byte
 	}
 	if p == nil {
 		return content, nil
+	}
+	if s.convert != nil {
+		if out, changed, err := s.convert(content); err == nil && changed {
+			content = out
+		}
 	}
 	return s.Sign(content, p, now)
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/sluicemta/sluice/internal/config"
 	"github.com/sluicemta/sluice/spool"
+	"github.com/sluicemta/sluice/vmta"
 )
 
 // writeKey stores k's private key as PKCS #8 PEM in dir/name.
@@ -177,5 +178,38 @@ func TestHook(t *testing.T) {
 	out, err = hook(cfg, spool.QueueKey{Domain: "example.net"}, other)
 	if err != nil || !bytes.Equal(out, other) || len(logged) != 1 || !strings.Contains(logged[0], "no domain-key for the signing identity: identity other.org, queue example.net; sent unsigned") {
 		t.Fatalf("no key: %v %q %q", err, out, logged)
+	}
+}
+
+// TestConvertBeforeSigning: with vmta.Downgrade as Convert, a message with
+// an 8-bit body and a line over 998 octets is converted, then signed, and
+// vmta finds nothing more to change, so the signature survives DATA.
+func TestConvertBeforeSigning(t *testing.T) {
+	rk, _ := testKeys(t)
+	dir := t.TempDir()
+	writeKey(t, dir, "rsa.key", rk)
+	cfg, err := config.Parse(filepath.Join(dir, "config"), []byte("host-name h.example\ndomain-key s-rsa,example.com,rsa.key\n<domain signed.example>\ndkim-sign yes\n</domain>\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := []byte("From: a@example.com\r\nSubject: long\r\nMIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n<p>Gr\xc3\xbc\xc3\x9fe " + strings.Repeat("<b>x</b> ", 300) + "</p>\r\n")
+	s := NewSigner(Options{Convert: vmta.Downgrade})
+	out, err := s.SignFor(cfg, "", "signed.example", msg, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.HasSuffix(out, msg) {
+		t.Fatal("content was not converted before signing")
+	}
+	if err := verifyGo(out, records(t, rk)); err != nil {
+		t.Fatal(err)
+	}
+	if _, changed, err := vmta.Downgrade(out); err != nil || changed {
+		t.Errorf("vmta would still change the signed content: changed=%v err=%v", changed, err)
+	}
+	// Unsigned queues are not converted here: vmta converts only when the
+	// next hop needs it.
+	if out, _ := s.SignFor(cfg, "", "other.example", msg, time.Now()); !bytes.Equal(out, msg) {
+		t.Error("content of an unsigned queue changed")
 	}
 }

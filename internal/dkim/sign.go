@@ -120,13 +120,22 @@ type Options struct {
 	CacheSize int
 	// Rand is the randomness for RSA blinding; nil = crypto/rand.
 	Rand io.Reader
+	// Convert, when set, rewrites content before SignFor signs it; set it
+	// to vmta.Downgrade. vmta re-encodes lines over 998 octets (and 8-bit
+	// bodies for a next hop without 8BITMIME) before DATA, which would
+	// break a signature made over the original, so SignFor signs the
+	// converted content, and vmta finds nothing left to change. An error
+	// (content that cannot be converted) signs the original: vmta decides
+	// what to do with it.
+	Convert func(content []byte) (out []byte, changed bool, err error)
 }
 
 // Signer makes DKIM-Signature header fields. It is safe for concurrent
 // use; make one per daemon so the body-hash cache is shared by queues.
 type Signer struct {
-	rand io.Reader
-	seed maphash.Seed
+	rand    io.Reader
+	seed    maphash.Seed
+	convert func([]byte) ([]byte, bool, error)
 
 	mu    sync.Mutex
 	cache map[bodyKey][sha256.Size]byte
@@ -150,7 +159,7 @@ func NewSigner(o Options) *Signer {
 	if o.Rand == nil {
 		o.Rand = rand.Reader
 	}
-	return &Signer{rand: o.Rand, seed: maphash.MakeSeed(),
+	return &Signer{rand: o.Rand, seed: maphash.MakeSeed(), convert: o.Convert,
 		cache: make(map[bodyKey][sha256.Size]byte, o.CacheSize), ring: make([]bodyKey, o.CacheSize)}
 }
 
