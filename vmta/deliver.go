@@ -439,14 +439,22 @@ func (d *Deliverer) precheck(c *conn, dest *Destination, t *txn, pending []int) 
 		return nil
 	}
 	t.smtputf8 = t.msg.SMTPUTF8 && c.has("SMTPUTF8")
-	t.from, t.rcpt = t.msg.From, nil
+	t.from, t.rcpt = qualify(t.msg.From, dest.QualifyDomain), nil
+	for _, ix := range pending {
+		if q := qualify(t.msg.Rcpts[ix].Addr, dest.QualifyDomain); q != t.msg.Rcpts[ix].Addr {
+			if t.rcpt == nil {
+				t.rcpt = make(map[int]string)
+			}
+			t.rcpt[ix] = q
+		}
+	}
 	if t.smtputf8 {
 		return pending
 	}
 	// Without SMTPUTF8 an address may still go when only its domain is
 	// internationalized: the domain is sent in A-labels (RFC 6531 3.2).
 	notUTF8 := synth(553, "5.6.7", "server %s does not support SMTPUTF8, needed for this address", c.name())
-	from, ok := asciiAddr(t.msg.From)
+	from, ok := asciiAddr(t.from)
 	if !ok {
 		t.setAll(pending, StageMail, notUTF8, true)
 		return nil
@@ -454,7 +462,11 @@ func (d *Deliverer) precheck(c *conn, dest *Destination, t *txn, pending []int) 
 	t.from = from
 	var left []int
 	for _, ix := range pending {
-		a, ok := asciiAddr(t.msg.Rcpts[ix].Addr)
+		addr := t.msg.Rcpts[ix].Addr
+		if q, ok := t.rcpt[ix]; ok {
+			addr = q
+		}
+		a, ok := asciiAddr(addr)
 		if !ok {
 			t.set(ix, StageRcpt, notUTF8, true)
 			continue
@@ -468,6 +480,16 @@ func (d *Deliverer) precheck(c *conn, dest *Destination, t *txn, pending []int) 
 		left = append(left, ix)
 	}
 	return left
+}
+
+// qualify appends "@domain" to a bare address ("root"), as a null client
+// must before handing mail to a relay (RFC 5321 4.1.2 wants a domain);
+// the null sender and addresses with a domain are returned as they are.
+func qualify(addr, domain string) string {
+	if addr == "" || domain == "" || strings.ContainsRune(addr, '@') {
+		return addr
+	}
+	return addr + "@" + domain
 }
 
 // asciiAddr returns addr with its domain in A-labels; ok is false when

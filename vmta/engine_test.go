@@ -496,3 +496,27 @@ func TestMaxAddrsPerAttempt(t *testing.T) {
 		t.Errorf("dialled %v", dialled)
 	}
 }
+
+// TestBareAddressesQualified: a null client's "root" goes out as
+// root@host-name, in the envelope.
+func TestBareAddressesQualified(t *testing.T) {
+	s := smtpsink.Start(t, smtpsink.Options{})
+	d := newTestDeliverer(t, Options{})
+	dest := toSink(s)
+	dest.QualifyDomain = "host.example.org"
+	msg := testMsg(body1, "admin", "b@example.net")
+	msg.From = "root"
+	if res := d.Deliver(context.Background(), dest, msg); !res.Rcpts[0].Delivered() || !res.Rcpts[1].Delivered() {
+		t.Fatalf("%+v", res.Rcpts)
+	}
+	msg = testMsg(body1, "c@example.net")
+	msg.From = ""
+	d.Deliver(context.Background(), dest, msg)
+	msgs, _ := s.WaitMessages(2, 5*time.Second)
+	if msgs[0].From != "root@host.example.org" || strings.Join(msgs[0].Recipients(), ",") != "admin@host.example.org,b@example.net" {
+		t.Errorf("envelope %q %v", msgs[0].From, msgs[0].Recipients())
+	}
+	if msgs[1].From != "" {
+		t.Errorf("null sender qualified: %q", msgs[1].From)
+	}
+}

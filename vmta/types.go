@@ -40,6 +40,11 @@ type Destination struct {
 	AuthUsername, AuthPassword string
 	// ImplicitTLS starts TLS on connect (port 465 sets it too).
 	ImplicitTLS bool
+	// QualifyDomain is appended to envelope addresses without a domain
+	// ("root" becomes "root@QualifyDomain"); the queue manager sets it to
+	// host-name. Only the envelope: header addresses are the accepting
+	// side's business. "" leaves bare addresses alone.
+	QualifyDomain string
 
 	// UseStartTLS enables opportunistic STARTTLS (the config default is yes;
 	// the zero value here is off). RequireStartTLS defers unless STARTTLS

@@ -363,6 +363,7 @@ func destination(cfg *config.Config, key spool.QueueKey, dom *config.Block) vmta
 		InvalidMailbox553:      dom.Bool("smtp-553-means-invalid-mailbox"),
 		AuthUsername:           dom.String("auth-username"),
 		AuthPassword:           dom.String("auth-password"),
+		QualifyDomain:          cfg.Global().String("host-name"),
 	}
 	// An MX pointing back at one of our own listeners is a mail loop.
 	var self []netip.AddrPort
