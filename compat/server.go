@@ -197,6 +197,10 @@ func (h *Handler) ServeConnReader(ctx context.Context, c net.Conn, br *bufio.Rea
 			if !errors.As(err, &xe) {
 				return fail(code, "queue file write error: %v", err)
 			}
+			if code == ExitUsage {
+				// Postfix names the caller in these: "root(0): No recipient..."
+				return fail(code, "%s(%d): %s", login, cred.Uid, xe.Msg)
+			}
 			return fail(code, "%s", xe.Msg)
 		}
 		return writeStr(bw, "status", encodeStatus(ExitOK, id))

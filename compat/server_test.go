@@ -153,7 +153,9 @@ func TestSubmitErrors(t *testing.T) {
 		{name: "no recipients", args: []string{"-t"}, msg: "Subject: x\n\n", code: ExitUsage},
 		{name: "too big", args: []string{"a@b"}, msg: strings.Repeat("x", 2<<20), code: ExitDataErr},
 		{name: "no login", args: []string{"a@b"}, msg: "\n",
-			mod:  func(h *Handler, _ *fakeBackend) { h.LookupUser = func(uint32) (string, string, error) { return "", "", errors.New("x") } },
+			mod: func(h *Handler, _ *fakeBackend) {
+				h.LookupUser = func(uint32) (string, string, error) { return "", "", errors.New("x") }
+			},
 			code: ExitOSErr},
 		{name: "backend failure", args: []string{"a@b"}, msg: "\n",
 			mod: func(_ *Handler, b *fakeBackend) { b.fail = errors.New("disk full") }, code: ExitTempFail},
