@@ -46,6 +46,7 @@ var verbs = []verb{
 	{[]string{"man", "sluice.conf"}, "", "print sluice.conf(5) in roff, generated from the directive table", manConf},
 	{[]string{"hash-password"}, "", "read a password from stdin, print its bcrypt hash for <smtp-user> password", hashPassword},
 	{[]string{"resolve"}, "[--connect] DOMAIN", "show the MX hosts and addresses mail for DOMAIN goes to", resolveDomain},
+	{[]string{"clear", "dnscache"}, "", "make the running daemon forget its cached DNS answers", clearDNSCache},
 }
 
 func main() {
