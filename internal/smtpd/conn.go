@@ -37,6 +37,12 @@ type sconn struct {
 	dataTimeout atomic.Int64
 
 	closeOnce sync.Once
+	closed    atomic.Bool
+
+	// The content filter lives as long as the connection (filter.go).
+	fmu        sync.Mutex
+	filter     *lockedFilter
+	filterDone bool // started, or never to be
 }
 
 // connState finds our wrapper under a go-smtp connection.
@@ -85,7 +91,9 @@ func (c *sconn) SetDeadline(t time.Time) error {
 func (c *sconn) Close() error {
 	var err error
 	c.closeOnce.Do(func() {
+		c.closed.Store(true)
 		err = c.Conn.Close()
+		c.closeFilter()
 		c.srv.release(c)
 	})
 	return err

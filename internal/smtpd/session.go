@@ -54,7 +54,21 @@ func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 			cancel()
 		}
 	})
-	return &session{srv: b.srv, s: &b.gen.s, c: c, sc: sc, policy: sc.policy}, nil
+	sess := &session{srv: b.srv, s: &b.gen.s, c: c, sc: sc, policy: sc.policy}
+	var st *tls.ConnectionState
+	if cs, ok := c.TLSConnectionState(); ok {
+		st = &cs
+	}
+	if f := sc.startFilter(&b.gen.s, c.Hostname(), st); f != nil {
+		sess.filter = f
+		// Every HELO/EHLO that makes a session (the first, and the one
+		// after STARTTLS) is reported; go-smtp handles a repeated EHLO
+		// as a reset without asking us.
+		if r := f.helo(c.Hostname(), st); r.Code != 0 {
+			return nil, sess.filterReject(sess.event(EvReject), "HELO", r)
+		}
+	}
+	return sess, nil
 }
 
 // session is one go-smtp Session: from HELO/EHLO to QUIT or STARTTLS.
@@ -66,9 +80,12 @@ type session struct {
 
 	policy   Policy
 	authUser string
+	authMech string
 	ehlo     bool // go-smtp asks AuthMechanisms only while answering EHLO
 
 	env *Envelope // the transaction in progress, nil between them
+
+	filter *lockedFilter // the connection's content filter, or nil
 
 	// dataActive is set while Data runs. Under BDAT, Data runs in its own
 	// goroutine and go-smtp may Reset the transaction (RSET, EHLO, a chunk
@@ -173,8 +190,10 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 	}
 	switch strings.ToUpper(mech) {
 	case sasl.Plain:
+		s.authMech = sasl.Plain
 		return &plainServer{check: s.checkAuth}, nil
 	case "LOGIN":
+		s.authMech = "LOGIN"
 		return &loginServer{check: s.checkAuth}, nil
 	}
 	return nil, smtp.ErrAuthUnknownMechanism
@@ -194,6 +213,10 @@ func (s *session) checkAuth(identity, user, pass string) error {
 	}
 	s.authUser = user
 	s.policy = s.s.PolicyFor(s.sc.ap.Addr(), user)
+	if s.filter != nil {
+		s.filter.setMacro("{auth_type}", s.authMech)
+		s.filter.setMacro("{auth_authen}", user)
+	}
 	s.srv.log(s.event(EvAuth))
 	return nil
 }
@@ -224,13 +247,24 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if opts.Size > s.maxSize() {
 		return s.rejectAddr("MAIL", from, "", &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4}, Message: "Message size exceeds fixed limit"}, nil)
 	}
-	s.env = &Envelope{
+	env := &Envelope{
 		From:     from,
 		Ret:      string(opts.Return),
 		EnvID:    opts.EnvelopeID,
 		SMTPUTF8: opts.UTF8,
 		Body:     string(opts.Body),
 	}
+	if s.filter != nil {
+		// Filters know the queue id from MAIL on (macro i), as in Postfix.
+		env.ID = qid.New(time.Now())
+		s.filter.setMacro("i", env.ID)
+		if r := s.filter.mail(from, mailArgs(opts)); r.Code != 0 {
+			ev := s.event(EvReject)
+			ev.From = from
+			return s.filterReject(ev, "MAIL", r)
+		}
+	}
+	s.env = env
 	s.sc.busy.Store(true)
 	return nil
 }
@@ -248,14 +282,24 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		ev := s.event(EvReject)
 		ev.Command, ev.Code, ev.Text, ev.Rcpt = "RCPT", errTooManyRcpts.Code, replyText(errTooManyRcpts), to
 		s.srv.log(ev)
+		if s.filter != nil {
+			s.filter.rejectedRcpt(to, rcptArgs(opts), fmt.Sprintf("%d %s", errTooManyRcpts.Code, replyText(errTooManyRcpts)))
+		}
 		return errTooManyRcpts
 	}
 	if !s.env.SMTPUTF8 && !isASCII(to) {
-		return s.rejectAddr("RCPT", "", to, errNeedUTF8, nil)
+		return s.rcptRefused(to, opts, errNeedUTF8)
 	}
 	trusted := s.policy.Relay || s.authUser != ""
 	if e := checkRcpt(to, trusted, s.s.LocalDomain); e != nil {
-		return s.rejectAddr("RCPT", "", to, e, nil)
+		return s.rcptRefused(to, opts, e)
+	}
+	if s.filter != nil {
+		if r := s.filter.rcpt(to, rcptArgs(opts)); r.Code != 0 {
+			ev := s.event(EvReject)
+			ev.Rcpt = to
+			return s.filterReject(ev, "RCPT", r)
+		}
 	}
 	r := Rcpt{Addr: to}
 	if opts.OriginalRecipient != "" {
@@ -308,6 +352,16 @@ func (s *session) Data(r io.Reader) error {
 		io.Copy(io.Discard, r)
 		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Error: need RCPT command"}
 	}
+	if f := s.filter; f != nil {
+		// Ends the filter's transaction on every way out; a no-op once
+		// the message was filtered.
+		defer f.abort()
+		if fr := f.data(); fr.Code != 0 {
+			// go-smtp has already said 354: the refusal answers the content.
+			io.Copy(io.Discard, r)
+			return s.filterReject(snap.ev, "DATA", fr)
+		}
+	}
 	max := s.s.MaxMessageSize
 	if m := snap.policy.MaxMessageSize; m > 0 && m < max {
 		max = m
@@ -335,7 +389,9 @@ func (s *session) Data(r io.Reader) error {
 	}
 
 	now := time.Now()
-	env.ID = qid.New(now)
+	if env.ID == "" {
+		env.ID = qid.New(now)
+	}
 	env.Received = now
 	env.ClientIP = s.sc.ap.Addr()
 	env.ClientName = s.sc.name
@@ -367,6 +423,37 @@ func (s *session) Data(r io.Reader) error {
 
 	ev := snap.ev
 	ev.QueueID = env.ID
+	if f := s.filter; f != nil {
+		var discard bool
+		var fe *smtp.SMTPError
+		var detail error
+		content, discard, fe, detail = s.runFilter(f, env, content, recv != "")
+		switch {
+		case fe != nil && fe.Code == 421:
+			ev.Command, ev.Code, ev.Text, ev.Err = "DATA", fe.Code, flatText(fe), detail
+			s.srv.log(ev)
+			s.sc.hangup.Store(true)
+			return fe
+		case fe != nil && detail != nil:
+			// A local fault: no tarpit, the client did nothing wrong.
+			ev.Kind = EvError
+			ev.Command, ev.Code, ev.Text, ev.Err = "DATA", fe.Code, flatText(fe), detail
+			s.srv.log(ev)
+			return fe
+		case fe != nil:
+			return s.rejectWith(ev, "DATA", fe, errors.New("smtpd: message refused by content filter"))
+		case discard:
+			fev := ev
+			fev.Kind, fev.Command, fev.Text = EvFilter, "END-OF-MESSAGE", "discard"
+			s.srv.log(fev)
+			s.sc.errCount.Store(0)
+			return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + env.ID}
+		case env.Hold:
+			fev := ev
+			fev.Kind, fev.Command, fev.Text = EvFilter, "END-OF-MESSAGE", "hold: "+env.HoldReason
+			s.srv.log(fev)
+		}
+	}
 	if err := s.srv.q.Enqueue(s.srv.ctx, env, content); err != nil {
 		e := errQueueWrite
 		if errors.Is(err, ErrQueueFull) {
@@ -399,6 +486,9 @@ func (s *session) proto() string {
 }
 
 func (s *session) Reset() {
+	if s.filter != nil {
+		s.filter.abort()
+	}
 	if s.dataActive.Load() {
 		// go-smtp v0.25.1 lets the abandoned BDAT goroutine deliver its
 		// result on whichever channel the NEXT BDAT transaction has made,
@@ -418,4 +508,68 @@ func (s *session) Logout() error {
 	s.env = nil
 	s.sc.busy.Store(false)
 	return nil
+}
+
+// filterReject answers a command the content filter refused. 421 ends
+// the connection; other refusals count for the tarpit like ours.
+func (s *session) filterReject(ev Event, cmd string, r FilterReply) error {
+	e := r.smtpError()
+	if e.Code == 421 {
+		ev.Kind, ev.Command, ev.Code, ev.Text = EvReject, cmd, e.Code, flatText(e)
+		s.srv.log(ev)
+		s.sc.hangup.Store(true)
+		return e
+	}
+	return s.rejectWith(ev, cmd, e, errors.New("smtpd: refused by content filter"))
+}
+
+// rcptRefused refuses a recipient for a reason of our own, telling the
+// filter (milters that asked for rejected recipients see it).
+func (s *session) rcptRefused(to string, opts *smtp.RcptOptions, e *smtp.SMTPError) error {
+	if s.filter != nil {
+		s.filter.rejectedRcpt(to, rcptArgs(opts), fmt.Sprintf("%d %s", e.Code, replyText(e)))
+	}
+	return s.rejectAddr("RCPT", "", to, e, nil)
+}
+
+// flatText is replyText on one line, for the log.
+func flatText(e *smtp.SMTPError) string {
+	return strings.ReplaceAll(replyText(e), "\n", " / ")
+}
+
+// runFilter hands the assembled message to the filter and applies its
+// result to env. It returns the content to queue, or discard, or the
+// reply to give (detail set when the reply is for a local fault).
+func (s *session) runFilter(f *lockedFilter, env *Envelope, content []byte, hidden bool) ([]byte, bool, *smtp.SMTPError, error) {
+	fields, body, _ := splitHeader(content)
+	if hidden && len(fields) > 0 {
+		fields[0].Hidden = true
+	}
+	res, err := f.message(FilterMessage{QueueID: env.ID, Header: fields, Body: body})
+	if err != nil {
+		return nil, false, errFilterFault, fmt.Errorf("smtpd: content filter on %s: %w", env.ID, err)
+	}
+	if res.Reply.Code != 0 {
+		e := res.Reply.smtpError()
+		var detail error
+		if e == errFilterConfig {
+			detail = fmt.Errorf("smtpd: content filter gave a bad reply %d on %s", res.Reply.Code, env.ID)
+		}
+		return nil, false, e, detail
+	}
+	if res.Discard {
+		return nil, true, nil, nil
+	}
+	out, e := applyFilter(env, content, res)
+	if e != nil {
+		return nil, false, e, fmt.Errorf("smtpd: content filter asked for an impossible change to %s", env.ID)
+	}
+	if len(env.Rcpts) == 0 {
+		// Every recipient removed: nothing to queue, as a discard.
+		return nil, true, nil, nil
+	}
+	if res.Hold != "" {
+		env.Hold, env.HoldReason = true, res.Hold
+	}
+	return out, false, nil, nil
 }

@@ -74,6 +74,11 @@ type Envelope struct {
 	AuthUser   string
 	TLS        *tls.ConnectionState // nil without TLS
 
+	// Hold asks for the message to be queued on hold (a filter's
+	// quarantine); HoldReason says why.
+	Hold       bool
+	HoldReason string
+
 	Source   string // listener address the message came in on
 	VMTA     string // Policy.DefaultVMTA of the client at the time
 	Received time.Time
@@ -171,6 +176,12 @@ type Settings struct {
 	// means no lookups: every client is "unknown".
 	ClientName func(ctx context.Context, ip netip.Addr) string
 
+	// NewFilter opens the content filter (milter chain) of a connection
+	// at its first HELO/EHLO; nil, or a nil Filter, means none. A reply
+	// with a code answers every HELO/EHLO of the connection (a milter
+	// refusing the connection). ctx ends when the connection does.
+	NewFilter func(ctx context.Context, c FilterConn) (Filter, FilterReply)
+
 	// Log receives connection events for the maillog (may be nil). It is
 	// called from many goroutines at once and must not block for long.
 	Log func(Event)
@@ -186,6 +197,7 @@ const (
 	EvAuth                 // AUTH succeeded (AuthUser) or failed (Code != 0)
 	EvDisconnect           // the connection ended
 	EvError                // a local fault or a connection error (Err)
+	EvFilter               // a filter discarded (Text "discard") or held ("hold: reason") a message
 )
 
 func (k EventKind) String() string {
@@ -202,6 +214,8 @@ func (k EventKind) String() string {
 		return "disconnect"
 	case EvError:
 		return "error"
+	case EvFilter:
+		return "filter"
 	}
 	return "event?"
 }
