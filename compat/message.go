@@ -185,7 +185,7 @@ var dropHeaders = map[string]bool{"bcc": true, "resent-bcc": true, "content-leng
 
 // Prepare turns content read by ReadMessage (LF line ends) into the
 // queued message: recipients extracted under -t (from To/Cc/Bcc, or only
-// from Resent-To/Cc/Bcc when the message has Resent- headers), added to
+// from Resent-To/Cc/Bcc when the message has any of those), added to
 // the command-line ones and de-duplicated; Bcc, Resent-Bcc,
 // Content-Length and Return-Path dropped; a Received: line prepended;
 // missing Message-Id, Date and From (Resent- ones for a resent message)
@@ -212,16 +212,22 @@ func Prepare(content []byte, p PrepareParams) (*Prepared, error) {
 	for _, r := range p.Rcpts {
 		addRcpt(r)
 	}
-	resent := false
+	// Any Resent- header makes the added headers Resent- ones; only a
+	// Resent-To/Cc/Bcc makes -t read the Resent- recipients alone.
+	resent, resentRcpt := false, false
 	for _, h := range hdrs {
 		if len(h.Name) > 7 && strings.EqualFold(h.Name[:7], "resent-") {
 			resent = true
+			switch strings.ToLower(h.Name[7:]) {
+			case "to", "cc", "bcc":
+				resentRcpt = true
+			}
 		}
 	}
 	if p.Extract {
 		for _, h := range hdrs {
 			n := strings.ToLower(h.Name)
-			if resent {
+			if resentRcpt {
 				n = strings.TrimPrefix(n, "resent-")
 				if len(n) == len(h.Name) {
 					continue
@@ -281,10 +287,10 @@ func Prepare(content []byte, p PrepareParams) (*Prepared, error) {
 
 // FromHeader formats a From: value from a full name and an address:
 // "Name <addr>", the name quoted when it holds specials; the null sender
-// is MAILER-DAEMON.
+// is plain MAILER-DAEMON.
 func FromHeader(fullName, addr string) string {
 	if addr == "" {
-		addr = "MAILER-DAEMON"
+		return "MAILER-DAEMON" // Postfix gives the null sender no name
 	}
 	if fullName == "" {
 		return addr

@@ -8,11 +8,11 @@
 # stays deferred with a known reason. It never touches /etc/postfix or the
 # system's queue. Needs root (Postfix's master and postdrop).
 #
-#   bash compat/testdata/postfix-golden.sh            # writes the goldens
+#   bash compat/testdata/postfix-golden.sh [OUTDIR]   # writes the goldens (takes minutes)
 #   KEEP=1 bash compat/testdata/postfix-golden.sh     # leaves the instance running
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-out=$here/postfix
+out=${1:-$here/postfix}  # output directory (default: the committed goldens)
 mkdir -p "$out"
 P=$(mktemp -d /tmp/sluice-pfgolden.XXXXXX)
 chmod 755 "$P" # Postfix daemons run as the postfix user
