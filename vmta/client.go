@@ -381,11 +381,12 @@ type txn struct {
 	size       int64
 	downgraded bool
 	// The content scan and the conversion, done at most once per Deliver.
-	scanned bool
-	info    contentInfo
-	scanErr error
-	down    []byte
-	downErr error
+	scanned     bool
+	info        contentInfo
+	scanErr     error
+	down        []byte
+	downChanged bool
+	downErr     error
 }
 
 // transact runs one transaction. It fills res for every index in t.idx and

@@ -560,9 +560,9 @@ func (t *txn) prepare(c *conn, dest *Destination) error {
 		} else if out, changed, err := Downgrade(raw); err != nil {
 			t.downErr = err
 		} else if changed {
-			t.down = out
+			t.down, t.downChanged = out, true
 		} else {
-			t.down = raw
+			t.down = raw // only what cannot be re-encoded: sent as is
 		}
 	}
 	if t.downErr != nil {
@@ -571,7 +571,7 @@ func (t *txn) prepare(c *conn, dest *Destination) error {
 		}
 		return t.downErr
 	}
-	t.content, t.size, t.downgraded = bytes.NewReader(t.down), int64(len(t.down)), true
+	t.content, t.size, t.downgraded = bytes.NewReader(t.down), int64(len(t.down)), t.downChanged
 	t.body8 = has8bit(t.down) && eightOK
 	return nil
 }

@@ -178,6 +178,7 @@ func TestContentConversion(t *testing.T) {
 		{"long lines always encoded", smtpsink.DefaultExt, false, long, false, true, false, 250, "2.0.0"},
 		{"8bit header to 7bit server", smtpsink.Pipelining, false, "Subject: caf\xc3\xa9\r\n\r\nx\r\n", true, false, false, 554, "5.6.3"},
 		{"7bit untouched", smtpsink.Pipelining, false, body1, false, false, false, 250, "2.0.0"},
+		{"long header line sent as is", smtpsink.DefaultExt, false, "X-Long: " + strings.Repeat("z", 1000) + "\r\n\r\nbody\r\n", false, false, false, 250, "2.0.0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := smtpsink.Start(t, smtpsink.Options{Ext: tc.ext})
