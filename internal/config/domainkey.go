@@ -18,7 +18,7 @@ import (
 // message found later.
 type DomainKey struct {
 	Selector string
-	Domain   string // lower case, no trailing dot
+	Domain   string // lower case, no trailing dot; "*" signs for any domain
 	File     string // absolute, or relative to the working directory as written
 	Signer   crypto.Signer
 	// warning is set when the file is readable by everyone.
@@ -49,7 +49,7 @@ func loadDomainKey(raw, dir string) (DomainKey, error) {
 	if !validHostName(sel) {
 		return DomainKey{}, fmt.Errorf("%q is not a selector (DNS labels)", sel)
 	}
-	if !validHostName(dom) || !strings.Contains(dom, ".") {
+	if dom != "*" && (!validHostName(dom) || !strings.Contains(dom, ".")) {
 		return DomainKey{}, fmt.Errorf("%q is not a domain name", parts[1])
 	}
 	if file == "" {

@@ -87,7 +87,7 @@ func TestDomainKey(t *testing.T) {
 		{"domain-key s1,example.com,big.key", "big.key: larger than 64 KiB"},
 		{"domain-key s1,example.com", "want SELECTOR,DOMAIN,KEYFILE"},
 		{"domain-key s 1,example.com,rsa.key", "is not a selector"},
-		{"domain-key s1,*,rsa.key", `"*" is not a domain name`},
+		{"domain-key s1,*.example.com,rsa.key", `"*.example.com" is not a domain name`},
 		{"<domain *>\ndkim-identity sender-or-reply-to\n</domain>", `dkim-identity "sender-or-reply-to": want sender-or-from, from, sender, @DOMAIN or an address`},
 		{"<domain *>\ndkim-identity-fallback from\n</domain>", `want @DOMAIN or an address`},
 		{"<domain *>\ndkim-sign-headers Subject,To\n</domain>", "dkim-sign-headers must include From"},

@@ -177,7 +177,7 @@ var Directives = []Directive{
 	{Name: "control-socket", Arg: "PATH", Restart: true, Blocks: global, Type: TString, Default: "/run/sluice/control.sock", Doc: "(sluice) Unix socket the sluice CLI and sendmail talk to."},
 	{Name: "max-received-headers", Blocks: global, Type: TInt, Default: "50", Doc: "A message with more Received headers is refused as a mail loop."},
 	{Name: "dsn-bounce-after", Blocks: global, Type: TDuration, Default: "1d", Doc: "How long a DSN (bounce) is retried; must be shorter than bounce-after."},
-	{Name: "dns-server", Arg: "HOST[:PORT][,...]", Blocks: global, Type: TStrings, DefaultDoc: "the nameservers of /etc/resolv.conf", Doc: "Recursive DNS servers for MX and address lookups, tried in order (port 53 unless given)."},
+	{Name: "dns-server", Arg: "HOST[:PORT][,...]", Restart: true, Blocks: global, Type: TStrings, DefaultDoc: "the nameservers of /etc/resolv.conf", Doc: "Recursive DNS servers for MX and address lookups, tried in order (port 53 unless given)."},
 
 	// <source>.
 	{Name: "always-allow-relaying", Blocks: source, Type: TBool, Default: "no", Doc: "Let these clients relay to any domain."},
@@ -284,7 +284,7 @@ var Directives = []Directive{
 	// DKIM signing at delivery (internal/dkim). Settings in a <virtual-mta>
 	// apply to all its domains unless one of its own <domain> blocks says
 	// otherwise, and win over pools' and global <domain> blocks.
-	{Name: "domain-key", Blocks: []string{KindGlobal, KindVMTA}, Type: TDomainKey, Repeatable: true, Doc: "A DKIM private key (PEM RSA of at least 1024 bits, 2048 recommended, or PEM/base64 Ed25519) signing for DOMAIN and its subdomains with selector SELECTOR. Keys are loaded with the config: an unreadable key is a config error, a world-readable one a warning. Keys of the virtual MTA are tried before global ones, then the most specific domain first."},
+	{Name: "domain-key", Blocks: []string{KindGlobal, KindVMTA}, Type: TDomainKey, Repeatable: true, Doc: "A DKIM private key (PEM RSA of at least 1024 bits, 2048 recommended, or PEM/base64 Ed25519) signing for DOMAIN and its subdomains with selector SELECTOR. Keys are loaded with the config: an unreadable key is a config error, a world-readable one a warning. A key naming the identity's domain is used before one naming a parent domain, and at each the virtual MTA's keys before the global ones. DOMAIN * (PowerMTA's wildcard) signs for any identity domain with d= that domain, for senders who publish the key under their own domains (by CNAME, say); it is tried after every key naming a domain."},
 	{Name: "dkim-sign", Blocks: dkimK, Type: TBool, Default: "no", Doc: "Sign outgoing mail with DKIM (one signature per delivery, after List-Unsubscribe headers are added) using the domain-key matching the dkim-identity domain."},
 	{Name: "dkim-algorithm", Blocks: dkimK, Type: TEnum, Enum: []string{"rsa-sha256", "ed25519-sha256"}, DefaultDoc: "that of the first matching key", Doc: "Sign only with keys of this algorithm (rsa-sha1 is not offered: RFC 8301)."},
 	{Name: "dkim-body-canon", Blocks: dkimK, Type: TEnum, Enum: []string{"relaxed", "simple"}, Default: "relaxed", Doc: "Body canonicalization (RFC 6376 3.4)."},

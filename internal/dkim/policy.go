@@ -74,34 +74,49 @@ func PolicyFor(cfg *config.Config, vmta, domain string) Policy {
 }
 
 // KeysFor returns the keys that may sign for identity domain dom through
-// vmta, best first: the virtual MTA's domain-key lines before the global
-// ones, and within each the key for dom itself before keys for its parent
-// domains. algo, when not "", keeps only keys of that algorithm.
+// vmta, best first: keys naming dom, then its parent domains, the virtual
+// MTA's domain-key lines before the global ones at each step; then
+// wildcard (*) keys, the virtual MTA's first, which sign with d=dom.
+// algo, when not "", keeps only keys of that algorithm.
 func KeysFor(cfg *config.Config, vmta, dom, algo string) []*Key {
 	dom = strings.ToLower(strings.TrimSuffix(dom, "."))
+	if dom == "" {
+		return nil
+	}
+	var blocks [][]config.DomainKey
+	if vb := cfg.VMTA(vmta); vb != nil && vb.Kind == config.KindVMTA {
+		blocks = append(blocks, vb.DomainKeys("domain-key"))
+	}
+	blocks = append(blocks, cfg.Global().DomainKeys("domain-key"))
 	var out []*Key
-	collect := func(b *config.Block) {
-		ks := b.DomainKeys("domain-key")
-		// Most specific domain first: walk dom's suffixes.
-		for d := dom; d != ""; {
-			for _, k := range ks {
-				if k.Domain == d {
-					if key, err := NewKey(k.Selector, k.Domain, k.Signer); err == nil && (algo == "" || key.Algo == algo) {
-						out = append(out, key)
-					}
-				}
-			}
-			_, rest, ok := strings.Cut(d, ".")
-			if !ok || !strings.Contains(rest, ".") {
-				break // stop at the registered-domain level: never sign for "com"
-			}
-			d = rest
+	add := func(k config.DomainKey, d string) {
+		if key, err := NewKey(k.Selector, d, k.Signer); err == nil && (algo == "" || key.Algo == algo) {
+			out = append(out, key)
 		}
 	}
-	if vb := cfg.VMTA(vmta); vb != nil && vb.Kind == config.KindVMTA {
-		collect(vb)
+	for d := dom; ; {
+		for _, ks := range blocks {
+			for _, k := range ks {
+				if k.Domain == d {
+					add(k, d)
+				}
+			}
+		}
+		_, rest, ok := strings.Cut(d, ".")
+		if !ok || !strings.Contains(rest, ".") {
+			break // stop above the top-level domain: never sign for "com"
+		}
+		d = rest
 	}
-	collect(cfg.Global())
+	if strings.Contains(dom, ".") {
+		for _, ks := range blocks {
+			for _, k := range ks {
+				if k.Domain == "*" {
+					add(k, dom)
+				}
+			}
+		}
+	}
 	return out
 }
 

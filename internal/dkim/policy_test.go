@@ -42,6 +42,10 @@ domain-key esp,esp.example,rsa.key
         dkim-sign no
     </domain>
 </virtual-mta>
+<virtual-mta wild>
+    smtp-source-host 127.0.0.4 wild.example
+    domain-key wild,*,ed.key
+</virtual-mta>
 <virtual-mta plain>
     smtp-source-host 127.0.0.3 plain.example
 </virtual-mta>
@@ -93,9 +97,12 @@ func TestPolicy(t *testing.T) {
 			recs[n] = r
 		}
 	}
-	for _, sel := range []string{"g-ed", "v1"} {
+	for _, sel := range []string{"g-ed", "v1", "wild"} {
 		k := *ek
 		k.Selector = sel
+		if sel == "wild" {
+			k.Domain = "customer.example"
+		}
 		for n, r := range records(t, &k) {
 			recs[n] = r
 		}
@@ -118,6 +125,8 @@ func TestPolicy(t *testing.T) {
 		{"algorithm picks ed25519", "", "ed.example", from("a@example.com"), map[string]string{"d": "example.com", "s": "g-ed", "a": "ed25519-sha256"}, false},
 		{"vmta key first, vmta-level dkim-sign over global domain *", "own", "other.example", from("a@example.com"), map[string]string{"s": "v1", "a": "ed25519-sha256"}, false},
 		{"vmta's own domain block over vmta level", "own", "nosign.example", from("a@example.com"), nil, false},
+		{"wildcard key signs as the From domain", "wild", "signed.example", from("a@Customer.Example"), map[string]string{"d": "customer.example", "s": "wild", "i": ""}, false},
+		{"a key naming the domain before the wildcard", "wild", "signed.example", from("a@news.example.com"), map[string]string{"d": "example.com", "s": "g-rsa", "i": "@news.example.com"}, false},
 		{"no key, no fallback", "", "signed.example", from("a@other.org"), nil, true},
 		{"no From at all", "", "signed.example", "Subject: s\r\n\r\nb\r\n", nil, true},
 		{"fallback identity through a pool", "plain", "any.example", from("a@other.org"), map[string]string{"d": "esp.example", "s": "esp", "i": "", "x": strconv.FormatInt(now.Add(48*time.Hour).Unix(), 10)}, false},
