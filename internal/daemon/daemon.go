@@ -113,7 +113,7 @@ func (d *Daemon) start(cfg *config.Config) error {
 	}
 
 	d.dlv = vmta.NewDeliverer(vmta.Options{
-		Resolver: resolve.New(resolve.Options{}),
+		Resolver: resolve.New(resolve.Options{Servers: g.Strings("dns-server")}),
 		Logf:     func(f string, a ...any) { d.logs.Printf("smtp", f, a...) },
 	})
 	d.qm = qmgr.New(qmgr.Options{
