@@ -50,6 +50,10 @@ type Options struct {
 
 	// noSync skips fdatasync; benchmarks use it to build big spools fast.
 	noSync bool
+	// noCompact turns compaction off (benchmarks).
+	noCompact bool
+	// recoverGate, if set, holds recovery until it is closed (tests).
+	recoverGate chan struct{}
 }
 
 // FS is everything the spool asks of the file system, so tests can model

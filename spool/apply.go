@@ -7,7 +7,7 @@ package spool
 // Called with s.mu held; reports whether something became due now.
 func (s *Spool) apply(r *rec, seq, off, flen uint32, live bool) bool {
 	x := s.x
-	mi, exists := x.ids[r.id]
+	mi, exists := x.idGet(r.id)
 	switch r.kind {
 	case kMessage, kCopy:
 		if exists {
@@ -38,15 +38,14 @@ func (s *Spool) apply(r *rec, seq, off, flen uint32, live bool) bool {
 		n := int32(len(r.rcpts))
 		m := &x.m[mi]
 		*m = msg{
-			id:      r.id,
-			arrival: r.arrival,
-			size:    uint32(len(r.content)),
-			seg:     seq,
-			off:     off,
-			first:   seq,
-			nrcpt:   n,
-			left:    n,
-			flags:   mUsed,
+			id:    r.id,
+			size:  uint32(len(r.content)),
+			seg:   seq,
+			off:   off,
+			first: seq,
+			nrcpt: n,
+			left:  n,
+			flags: mUsed,
 		}
 		m.rcpt0 = x.allocRcpts(n)
 		for k := int32(0); k < n; k++ {
@@ -54,7 +53,7 @@ func (s *Spool) apply(r *rec, seq, off, flen uint32, live bool) bool {
 			x.r[i] = rcpt{prev: i, nx: i, msg: mi, queue: x.queueFor(r.vmta, r.rcpts[k].addr)}
 			x.account(i, 1)
 		}
-		x.ids[r.id] = mi
+		x.idPut(r.id, mi)
 		x.nmsgs++
 		x.bytes += int64(m.size)
 		s.segs[seq].live += int64(flen)
@@ -252,7 +251,7 @@ func (s *Spool) finish(mi int32) {
 	if m.flags&mHeld != 0 {
 		x.nheld--
 	}
-	delete(x.ids, m.id)
+	x.idDel(m.id)
 	x.nmsgs--
 	x.bytes -= int64(m.size)
 	*m = msg{}

@@ -18,7 +18,7 @@ import (
 // maybeCompact queues g for compaction when it is mostly dead. Called with
 // s.mu held.
 func (s *Spool) maybeCompact(g *segment) {
-	if !g.sealed || g.queued || g.removed || s.recovering {
+	if !g.sealed || g.queued || g.removed || s.recovering || s.opt.noCompact {
 		return
 	}
 	used := g.end - headerSize
@@ -148,7 +148,7 @@ func (s *Spool) compact(seq uint32) error {
 // carry appends what must survive segment seq about message id. Called by
 // the committer with s.mu held.
 func (s *Spool) carry(b []byte, id [idLen]byte, seq uint32) ([]byte, error) {
-	if mi, ok := s.x.ids[id]; ok {
+	if mi, ok := s.x.idGet(id); ok {
 		m := &s.x.m[mi]
 		if m.seg == seq {
 			return s.appendCopy(b, mi)

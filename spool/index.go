@@ -18,16 +18,15 @@ const (
 )
 
 type msg struct {
-	id      [idLen]byte
-	arrival int64
-	size    uint32 // content bytes
-	seg     uint32 // segment and offset of the record holding the content
-	off     uint32
-	first   uint32 // oldest segment that may still hold a record of this content
-	rcpt0   int32  // first recipient in the recipient slab
-	nrcpt   int32
-	left    int32 // unfinished recipients
-	flags   uint8
+	id    [idLen]byte
+	size  uint32 // content bytes
+	seg   uint32 // segment and offset of the record holding the content
+	off   uint32
+	first uint32 // oldest segment that may still hold a record of this content
+	rcpt0 int32  // first recipient in the recipient slab
+	nrcpt int32
+	left  int32 // unfinished recipients
+	flags uint8
 }
 
 const (
@@ -73,7 +72,7 @@ const (
 type index struct {
 	m     []msg
 	mfree []int32
-	ids   map[[idLen]byte]int32
+	ids   idTable
 
 	r     []rcpt
 	rfree map[int32][]int32 // free recipient ranges by length
@@ -95,7 +94,6 @@ type index struct {
 
 func newIndex(now int64) *index {
 	x := &index{
-		ids:   make(map[[idLen]byte]int32),
 		rfree: make(map[int32][]int32),
 		qidx:  make(map[string]map[string]int32),
 		cur:   now >> tickShift,

@@ -141,7 +141,7 @@ func (s *Spool) setAside(v view, err error) {
 	}
 	s.logf("spool: message %s set aside: %v", v.id[:], err)
 	s.mu.Lock()
-	mi, ok := s.x.ids[v.id]
+	mi, ok := s.x.idGet(v.id)
 	if ok {
 		s.x.m[mi].flags |= mAside
 	}
@@ -185,12 +185,12 @@ func (s *Spool) Walk(fn func(info MessageInfo) bool) {
 			continue
 		}
 		v := s.pin(mi)
-		arrival := s.x.m[mi].arrival
 		s.mu.Unlock()
 		var r rec
 		err := s.record(v, &r)
-		info := MessageInfo{ID: string(v.id[:]), Arrival: time.Unix(0, arrival), Size: v.size, Held: v.held, Active: v.active}
+		info := MessageInfo{ID: string(v.id[:]), Size: v.size, Held: v.held, Active: v.active}
 		if err == nil {
+			info.Arrival = time.Unix(0, r.arrival)
 			info.Sender = string(r.sender)
 			info.Recipients = make([]RcptInfo, len(r.rcpts))
 			for k, rv := range r.rcpts {

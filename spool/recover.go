@@ -12,6 +12,14 @@ import (
 // before it is kept, and it never stops the start.
 func (s *Spool) recover(segs []oldSeg) {
 	defer s.wg.Done()
+	if s.opt.recoverGate != nil {
+		select {
+		case <-s.opt.recoverGate:
+		case <-s.stop:
+			close(s.recovered)
+			return
+		}
+	}
 	start := time.Now()
 	limit := make(map[uint32]int64) // abandoned segments: trusted length
 	for _, o := range segs {

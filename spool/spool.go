@@ -325,7 +325,7 @@ func (s *Spool) encode(b *Batch, r *request) error {
 				r.reserve = false
 			}
 			s.mu.Lock()
-			_, dup := s.x.ids[id]
+			_, dup := s.x.idGet(id)
 			s.mu.Unlock()
 			if dup {
 				return fmt.Errorf("spool: message %s already queued", o.msg.ID)
@@ -391,7 +391,7 @@ func (s *Spool) encode(b *Batch, r *request) error {
 // in an old segment. Called with s.mu held; may release it meanwhile.
 func (s *Spool) lookup(id [idLen]byte) (int32, bool) {
 	for {
-		if mi, ok := s.x.ids[id]; ok {
+		if mi, ok := s.x.idGet(id); ok {
 			return mi, true
 		}
 		if !s.recovering {
@@ -617,7 +617,7 @@ func (s *Spool) Return(d Due, next time.Time) {
 		return
 	}
 	s.mu.Lock()
-	mi, ok := s.x.ids[bid]
+	mi, ok := s.x.idGet(bid)
 	if ok && d.Rcpt >= 0 && d.Rcpt < int(s.x.m[mi].nrcpt) {
 		i := s.x.m[mi].rcpt0 + int32(d.Rcpt)
 		r := &s.x.r[i]
