@@ -521,3 +521,37 @@ func TestBareAddressesQualified(t *testing.T) {
 		t.Errorf("null sender qualified: %q", msgs[1].From)
 	}
 }
+
+// TestEqualPreferenceSpreadAndCNAMEdMX: two MX hosts of one preference
+// (one of them a CNAME) both get mail over many deliveries; a worse one
+// gets none while they answer.
+func TestEqualPreferenceSpreadAndCNAMEdMX(t *testing.T) {
+	a := smtpsink.Start(t, smtpsink.Options{})
+	b, err := smtpsink.New(smtpsink.Options{Addr: "127.0.0.2:" + strconv.Itoa(a.Port())})
+	if err != nil {
+		t.Skipf("second loopback address: %v", err)
+	}
+	t.Cleanup(b.Close)
+	dns := fakedns.Start(t)
+	if err := dns.Add(
+		"spread.example. MX 10 a.spread.example.", "spread.example. MX 10 alias.spread.example.",
+		"spread.example. MX 50 never.spread.example.",
+		"a.spread.example. A 127.0.0.1",
+		"alias.spread.example. CNAME b.elsewhere.example.", "b.elsewhere.example. A 127.0.0.2",
+		"never.spread.example. A 127.0.0.3",
+	); err != nil {
+		t.Fatal(err)
+	}
+	d := newTestDeliverer(t, Options{Resolver: newResolver(t, dns)})
+	const n = 40
+	for i := 0; i < n; i++ {
+		dest := Destination{Domain: "spread.example", Port: a.Port(), CommandTimeout: 5 * time.Second, MaxMsgPerConnection: 1}
+		if r := d.Deliver(context.Background(), dest, testMsg(body1, "u@spread.example")).Rcpts[0]; !r.Delivered() {
+			t.Fatalf("%+v", r)
+		}
+	}
+	na, nb := len(a.Messages()), len(b.Messages())
+	if na+nb != n || na < 5 || nb < 5 {
+		t.Errorf("spread %d/%d over equal MX hosts", na, nb)
+	}
+}
