@@ -19,8 +19,15 @@
 //   - line ends must be those vmta writes: a bare LF or CR goes out as CRLF,
 //     so the signer reads them as CRLF too.
 //
-// What is signed is decided by the config (Policy, KeysFor, SignFor):
-// dkim-sign, domain-key, dkim-identity and the other dkim-* directives.
+// What is signed is decided by the config (PolicyFor, KeysFor, Plan,
+// SignFor): dkim-sign, domain-key, dkim-identity and the other dkim-*
+// directives; keys are loaded by internal/config when the config loads.
+// The daemon wires one Signer into the queue manager with
+//
+//	qmgr.Options{Sign: dkim.NewSigner(dkim.Options{Convert: vmta.Downgrade}).Hook(logf, nil)}
+//
+// and the queue manager calls it per transaction, after adding
+// List-Unsubscribe, so the signature covers per-recipient headers.
 package dkim
 
 import (
