@@ -12,6 +12,13 @@ type Rate struct {
 	N     int
 	Per   time.Duration
 	Burst int
+	// Slack forgives lateness: an event at most Slack after its scheduled
+	// time keeps the schedule (the next is due one interval after the
+	// scheduled time, not after now), so a caller woken late by the
+	// scheduler does not lose that time for good. A window of Per then
+	// holds at most (Per+Slack)/interval + 1 events: keep Slack below the
+	// margin between the real limit and N.
+	Slack time.Duration
 }
 
 // Unlimited reports whether r limits nothing.
@@ -106,7 +113,7 @@ func (l *LocalLimiter) Take(now time.Time, reqs ...RateTake) time.Duration {
 			continue
 		}
 		tat := l.tatOf(r.Key, r.Rate)
-		if tat.Before(now) {
+		if tat.Before(now.Add(-r.Rate.Slack)) {
 			tat = now
 		}
 		l.tat[r.Key] = tat.Add(time.Duration(r.N) * r.Rate.interval())

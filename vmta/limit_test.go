@@ -104,3 +104,35 @@ func BenchmarkTake(b *testing.B) {
 		l.Take(now, RateTake{"q:example.com/a", r, 1}, RateTake{"ip:127.0.0.2", r, 1})
 	}
 }
+
+// With Slack, events woken late keep the schedule, and a window still
+// holds no more than (Per+Slack)/interval + 1.
+func TestSlackKeepsPace(t *testing.T) {
+	start := time.Unix(1000, 0)
+	l := NewLocalLimiter(start.Add(-time.Hour))
+	r := Rate{N: 20, Per: 1040 * time.Millisecond, Slack: 20 * time.Millisecond}
+	now := start
+	var got []time.Time
+	for len(got) < 200 {
+		w := l.Take(now, RateTake{"k", r, 1})
+		if w == 0 {
+			got = append(got, now)
+			continue
+		}
+		// Wake late by 0-15ms, as a loaded scheduler does.
+		now = now.Add(w + time.Duration(len(got)%4)*5*time.Millisecond)
+	}
+	span := got[len(got)-1].Sub(got[0])
+	if rate := float64(len(got)-1) / span.Seconds(); rate < 19 {
+		t.Fatalf("sustained %.2f/s, want >= 19 (lateness lost)", rate)
+	}
+	for i := range got {
+		n := 0
+		for j := i; j < len(got) && got[j].Sub(got[i]) < time.Second; j++ {
+			n++
+		}
+		if n > 20 {
+			t.Fatalf("%d events in 1s", n)
+		}
+	}
+}

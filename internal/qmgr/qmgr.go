@@ -298,16 +298,16 @@ func (m *Manager) deliver(ctx context.Context, cfg *config.Config, q *queue, lim
 		}
 		data := content.Bytes()
 		size = int64(len(data))
-		if err := m.waitVolume(ctx, lim, size*int64(len(group))); err != nil {
-			content.Close()
-			m.deferAll(env, group, attempts, retry, now, "451 4.3.0 delivery stopped")
-			return
-		}
 		out, err := m.prepare(cfg, key, dom, env, group, data)
 		if err != nil {
 			content.Close()
 			m.logf("qmgr: %s: prepare content: %v", id, err)
 			m.deferAll(env, group, attempts, retry, now, "451 4.3.0 local error preparing the message: "+oneLine(err.Error()))
+			return
+		}
+		if err := m.waitSend(ctx, lim, size*int64(len(group)), len(group)); err != nil {
+			content.Close()
+			m.deferAll(env, group, attempts, retry, now, "451 4.3.0 delivery stopped")
 			return
 		}
 		msg := outboundMessage(env, group, out)
