@@ -61,6 +61,9 @@ func Run(ctx context.Context, opt Options) error {
 		return &ConfigError{Err: err}
 	}
 	d := &Daemon{opt: opt, store: config.NewStore(cfg)}
+	if err := checkMilters(cfg); err != nil { // milter.go
+		return &ConfigError{Err: err}
+	}
 	if err := d.start(cfg); err != nil {
 		d.close()
 		return err
@@ -246,6 +249,10 @@ func (d *Daemon) smtpSettings(cfg *config.Config) smtpd.Settings {
 	for _, l := range cfg.Listeners() {
 		s.Listeners = append(s.Listeners, smtpd.Listener{Addr: l.Network(), Mode: smtpd.Plain})
 	}
+	// Milters (milter.go): the chain of the client's <source>, and the
+	// discard/hold events they cause in the log.
+	s.NewFilter = d.smtpFilter(cfg)
+	s.Log = d.logFilterEvents(s.Log)
 	if len(cfg.SMTPUsers()) > 0 {
 		s.CheckPassword = func(user, pass string) bool {
 			u := cfg.SMTPUser(user)
@@ -308,5 +315,9 @@ func (q *queueAdapter) Enqueue(ctx context.Context, env *smtpd.Envelope, content
 		return err
 	}
 	q.d.logs.Arrival(m, env.ClientName, env.ClientIP)
+	if err := q.d.holdIfAsked(env); err != nil { // milter quarantine (milter.go)
+		// The message is durable; failing now would make the client send it twice.
+		q.d.logs.Printf("smtpd", "warning: %v", err)
+	}
 	return nil
 }

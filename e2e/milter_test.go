@@ -1,0 +1,242 @@
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"net/smtp"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluicemta/sluice/internal/testutil"
+	"github.com/sluicemta/sluice/internal/testutil/sluicetest"
+	"github.com/sluicemta/sluice/internal/testutil/smtpsink"
+)
+
+// startOpenDKIM runs a real OpenDKIM in signing mode for sender.test on a
+// unix socket in a temp dir; it returns the socket and the key's TXT record.
+func startOpenDKIM(t *testing.T) (socket, txt string) {
+	t.Helper()
+	bin := testutil.NeedCommand(t, "opendkim")
+	genkey := testutil.NeedCommand(t, "opendkim-genkey")
+	// A short directory: the socket path must fit sun_path.
+	dir, err := os.MkdirTemp("", "odk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if out, err := exec.Command(genkey, "-D", dir, "-d", "sender.test", "-s", "sel", "-b", "1024").CombinedOutput(); err != nil {
+		t.Fatalf("opendkim-genkey: %v\n%s", err, out)
+	}
+	rec, err := os.ReadFile(filepath.Join(dir, "sel.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range regexp.MustCompile(`"([^"]*)"`).FindAllStringSubmatch(string(rec), -1) {
+		txt += m[1]
+	}
+	sock := filepath.Join(dir, "odk.sock")
+	conf := filepath.Join(dir, "opendkim.conf")
+	err = os.WriteFile(conf, []byte(strings.Join([]string{
+		"Domain sender.test",
+		"Selector sel",
+		"KeyFile " + filepath.Join(dir, "sel.private"),
+		"Socket local:" + sock,
+		"Mode s",
+		"Canonicalization simple/simple",
+		"Syslog no",
+		"InternalHosts 127.0.0.1",
+		"RequireSafeKeys no", // the temp dir is under world-writable /tmp
+		"PidFile " + filepath.Join(dir, "pid"),
+		"",
+	}, "\n")), 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-x", conf, "-f")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	for i := 0; ; i++ {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		if i > 100 {
+			t.Fatalf("opendkim did not create %s: %s", sock, stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return "unix:" + sock, txt
+}
+
+// dkimVerify checks msg with python3-dkim, serving the test key itself.
+func dkimVerify(t *testing.T, msg []byte, txt string) bool {
+	t.Helper()
+	py := testutil.NeedPython(t)
+	f := filepath.Join(t.TempDir(), "msg.eml")
+	if err := os.WriteFile(f, msg, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	script := `
+import sys, dkim
+txt = sys.argv[2].encode()
+def dnsfunc(name, timeout=5):
+    return txt if name in (b"sel._domainkey.sender.test.", b"sel._domainkey.sender.test") else None
+print("PASS" if dkim.verify(open(sys.argv[1], "rb").read(), dnsfunc=dnsfunc) else "FAIL")
+`
+	out, err := exec.Command(py, "-c", script, f, txt).CombinedOutput()
+	if err != nil {
+		t.Fatalf("python3 dkim: %v\n%s", err, out)
+	}
+	return strings.TrimSpace(string(out)) == "PASS"
+}
+
+// milterSource gives 127.0.0.1 (the e2e client) its own <source> naming
+// the milters; the generated 127.0.0.0/8 one stays for everything else.
+func milterSource(milters, blocks string) string {
+	return blocks + `
+<source 127.0.0.1/32>
+    always-allow-relaying yes
+    smtpd-milters ` + milters + `
+</source>
+`
+}
+
+// TestOpenDKIMSignsRelayedMail: a message relayed through sluiced with a
+// real OpenDKIM as smtpd milter reaches the next hop with a signature
+// that verifies, over the exact bytes delivered.
+func TestOpenDKIMSignsRelayedMail(t *testing.T) {
+	sock, txt := startOpenDKIM(t)
+	sink := smtpsink.Start(t, smtpsink.Options{})
+	d := sluicetest.Start(t, sluicetest.Options{Config: routes(sink.Port(), milterSource("opendkim", `
+<milter opendkim>
+    socket `+sock+`
+    command-timeout 10s
+    content-timeout 10s
+</milter>`))})
+	out := swaks(t, d.SMTPAddr(), "--from", "alice@sender.test", "--to", "bob@rcpt.test",
+		"--header", "Subject: a  folded\n\tsubject   line ", "--header", "Message-Id: <odk-1@sender.test>",
+		"--body", "Hello Bob,\n\ntrailing spaces   \n.dot line\n")
+	if !strings.Contains(out, "250 2.0.0 Ok: queued as") {
+		t.Fatalf("not queued:\n%s", out)
+	}
+	msgs, err := sink.WaitMessages(1, 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := msgs[0].Data
+	if !bytes.Contains(m, []byte("DKIM-Signature:")) {
+		t.Fatalf("no DKIM-Signature at the sink:\n%s", m)
+	}
+	// OpenDKIM inserts its signature at index 0, above our Received
+	// header, as with Postfix; it never saw that header, so h= lacks it.
+	if !bytes.HasPrefix(m, []byte("DKIM-Signature:")) || !bytes.Contains(m, []byte("\r\nReceived: from ")) {
+		t.Errorf("want the signature on top, then our Received header:\n%s", m)
+	}
+	if sig := regexp.MustCompile(`h=([^;]*);`).FindSubmatch(m); sig == nil || bytes.Contains(bytes.ToLower(sig[1]), []byte("received")) {
+		t.Errorf("signed headers %q: our hidden Received must not be among them", sig)
+	}
+	if !dkimVerify(t, m, txt) {
+		t.Fatalf("signature does not verify:\n%s", m)
+	}
+	// The check can fail: one changed byte in a signed header breaks it.
+	tampered := bytes.Replace(m, []byte("a  folded"), []byte("a folded"), 1)
+	if bytes.Equal(tampered, m) || dkimVerify(t, tampered, txt) {
+		t.Fatal("tampered message verifies; the check proves nothing")
+	}
+}
+
+// TestMilterDownDefaultAction: an unreachable milter answers with its
+// default-action, as seen by the SMTP client.
+func TestMilterDownDefaultAction(t *testing.T) {
+	dead := "inet:127.0.0.1:" + fmt.Sprint(testutil.FreePort(t))
+	for _, tc := range []struct {
+		action string
+		want   string // the first refusal the client sees (EHLO, as Postfix refuses every command after a failed connect)
+	}{
+		{"tempfail", "451"},
+		{"accept", "250"},
+	} {
+		t.Run(tc.action, func(t *testing.T) {
+			sink := smtpsink.Start(t, smtpsink.Options{})
+			d := sluicetest.Start(t, sluicetest.Options{Config: routes(sink.Port(), milterSource("down", `
+<milter down>
+    socket `+dead+`
+    default-action `+tc.action+`
+    connect-timeout 2s
+</milter>`))})
+			c, err := smtp.Dial(d.SMTPAddr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			err = c.Hello("client.test")
+			if err == nil {
+				err = c.Mail("a@sender.test")
+			}
+			if err == nil {
+				err = c.Rcpt("down@rcpt.test")
+			}
+			var got string
+			if err != nil {
+				got = err.Error()
+			} else {
+				w, err := c.Data()
+				if err != nil {
+					t.Fatal(err)
+				}
+				fmt.Fprintf(w, "Subject: down\r\n\r\nbody\r\n")
+				if err := w.Close(); err != nil {
+					t.Fatalf("DATA: %v", err)
+				}
+				got = "250"
+			}
+			if !strings.HasPrefix(got, tc.want) || (tc.action == "tempfail" && !strings.Contains(got, "4.7.1 Service unavailable")) {
+				t.Fatalf("got %q, want %s", got, tc.want)
+			}
+			if tc.action == "accept" {
+				if _, err := sink.WaitMessages(1, 20*time.Second); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				time.Sleep(300 * time.Millisecond)
+				if n := len(sink.Messages()); n != 0 {
+					t.Fatalf("%d messages delivered despite tempfail", n)
+				}
+			}
+			if _, err := d.WaitLog("milter failed; applying default action", 5*time.Second); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
+
+// TestMilterConfigErrors: a chain naming a missing milter stops the start
+// with FILE:LINE.
+func TestMilterConfigErrors(t *testing.T) {
+	root, err := sluicetest.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := filepath.Join(t.TempDir(), "bad.conf")
+	if err := os.WriteFile(f, []byte("host-name mx.test\n<source 0/0>\n  smtpd-milters ghost\n</source>\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(filepath.Join(root, "bin", "sluiced"), "--check", f).CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 78 {
+		t.Fatalf("exit %v, want 78:\n%s", err, out)
+	}
+	if !strings.Contains(string(out), f+":3: smtpd-milters: no <milter ghost>") {
+		t.Fatalf("output:\n%s", out)
+	}
+}
