@@ -241,7 +241,7 @@ func (s *Signer) Header(content []byte, p *Params, now time.Time) (string, error
 	f.tag("d=" + k.Domain + ";")
 	f.tag("s=" + k.Selector + ";")
 	if p.Identity != "" {
-		f.tag("i=" + p.Identity + ";")
+		f.tag("i=" + quoteTagValue(p.Identity) + ";")
 	}
 	f.tag("t=" + strconv.FormatInt(now.Unix(), 10) + ";")
 	if p.Expire > 0 {
@@ -286,6 +286,24 @@ func (s *Signer) Header(content []byte, p *Params, now time.Time) (string, error
 	f.split("", base64.StdEncoding.EncodeToString(sig), "")
 	f.b.WriteString("\r\n")
 	return f.b.String(), nil
+}
+
+// quoteTagValue writes v in DKIM-Quoted-Printable (RFC 6376 2.11): octets
+// outside 0x21-0x7E, ";" and "=" as =XX, so an odd local part cannot end
+// the i= tag early. A "b" before an encoded octet is encoded too: some
+// verifiers (go-msgauth) blank every "b=" in the field, not only the tag.
+func quoteTagValue(v string) string {
+	enc := func(c byte) bool { return c <= ' ' || c >= 0x7f || c == ';' || c == '=' }
+	var b strings.Builder
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if enc(c) || c == 'b' && i+1 < len(v) && enc(v[i+1]) {
+			fmt.Fprintf(&b, "=%02X", c)
+			continue
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
 }
 
 // signedNames lists h=: every instance of headers present, the oversigned

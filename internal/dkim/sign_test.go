@@ -227,6 +227,13 @@ func TestSignatureTags(t *testing.T) {
 	if _, ok := tags["l"]; ok {
 		t.Error("l= must not be set")
 	}
+	h, _ = s.Header(msg, &Params{Key: ek, Identity: "a;b=c d@news.example.com"}, now)
+	if got := parseTags(t, h)["i"]; got != "a=3B=62=3Dc=20d@news.example.com" {
+		t.Errorf("i= %q: want DKIM-Quoted-Printable", got)
+	}
+	if err := verifyGo(append([]byte(h), msg...), records(t, ek)); err != nil {
+		t.Errorf("quoted i=: %v", err)
+	}
 	h, _ = s.Header(msg, &Params{Key: ek, Headers: []string{"Subject"}}, now)
 	if got := parseTags(t, h)["h"]; got != "from:subject" {
 		t.Errorf("From must always be signed: h=%s", got)
