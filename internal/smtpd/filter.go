@@ -372,10 +372,20 @@ func decodeXtext(s string) (string, bool) {
 	return b.String(), true
 }
 
-// splitHeader splits CRLF content into its header fields and the body
+// ApplyFilter applies a filter's result to env and content the way an
+// SMTP message's is applied, for mail that did not arrive by SMTP.
+func ApplyFilter(env *Envelope, content []byte, res FilterResult) ([]byte, error) {
+	out, e := applyFilter(env, content, res)
+	if e != nil {
+		return nil, errors.New("smtpd: content filter asked for an impossible change")
+	}
+	return out, nil
+}
+
+// SplitHeader splits CRLF content into its header fields and the body
 // after the empty line. sep reports whether there was an empty line (a
 // header ended by a line that is no field has none).
-func splitHeader(content []byte) (fields []HeaderField, body []byte, sep bool) {
+func SplitHeader(content []byte) (fields []HeaderField, body []byte, sep bool) {
 	h := scanHeader(content)
 	hdr := content[:h.end]
 	for len(hdr) > 0 {
@@ -405,8 +415,8 @@ func splitHeader(content []byte) (fields []HeaderField, body []byte, sep bool) {
 	return fields, body, false
 }
 
-// joinHeader is the inverse of splitHeader.
-func joinHeader(fields []HeaderField, body []byte, sep bool) []byte {
+// JoinHeader is the inverse of SplitHeader.
+func JoinHeader(fields []HeaderField, body []byte, sep bool) []byte {
 	n := len(body) + 2
 	for _, f := range fields {
 		n += len(f.Name) + len(f.Value) + 3
@@ -428,7 +438,7 @@ func joinHeader(fields []HeaderField, body []byte, sep bool) []byte {
 // returns the new content, or an error reply when the result cannot be
 // applied (a filter naming an impossible sender or recipient).
 func applyFilter(env *Envelope, content []byte, res FilterResult) ([]byte, *smtp.SMTPError) {
-	fields, body, sep := splitHeader(content)
+	fields, body, sep := SplitHeader(content)
 	if res.Header != nil {
 		fields = res.Header
 	}
@@ -488,7 +498,7 @@ func applyFilter(env *Envelope, content []byte, res FilterResult) ([]byte, *smtp
 		}
 		env.Rcpts = rcpts
 	}
-	return joinHeader(fields, body, sep), nil
+	return JoinHeader(fields, body, sep), nil
 }
 
 // validField refuses a header field that would break the message's

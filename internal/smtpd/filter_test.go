@@ -366,11 +366,11 @@ func TestSplitJoinHeader(t *testing.T) {
 		{"", nil, "", false},
 	}
 	for _, tt := range tests {
-		f, b, sep := splitHeader([]byte(tt.in))
+		f, b, sep := SplitHeader([]byte(tt.in))
 		if !slices.Equal(f, tt.fields) || string(b) != tt.body || sep != tt.sep {
 			t.Errorf("%q: got %+v %q %v", tt.in, f, b, sep)
 		}
-		if out := joinHeader(f, b, sep); string(out) != tt.in {
+		if out := JoinHeader(f, b, sep); string(out) != tt.in {
 			t.Errorf("%q: joined back to %q", tt.in, out)
 		}
 	}
@@ -387,8 +387,8 @@ func FuzzSplitHeader(f *testing.F) {
 		if err != nil {
 			return
 		}
-		fields, body, sep := splitHeader(c)
-		if out := joinHeader(fields, body, sep); !bytes.Equal(out, c) {
+		fields, body, sep := SplitHeader(c)
+		if out := JoinHeader(fields, body, sep); !bytes.Equal(out, c) {
 			t.Fatalf("round trip %q -> %q", c, out)
 		}
 		for _, h := range fields {

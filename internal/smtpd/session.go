@@ -541,7 +541,7 @@ func flatText(e *smtp.SMTPError) string {
 // result to env. It returns the content to queue, or discard, or the
 // reply to give (detail set when the reply is for a local fault).
 func (s *session) runFilter(f *lockedFilter, env *Envelope, content []byte, hidden bool) ([]byte, bool, *smtp.SMTPError, error) {
-	fields, body, _ := splitHeader(content)
+	fields, body, _ := SplitHeader(content)
 	if hidden && len(fields) > 0 {
 		fields[0].Hidden = true
 	}
