@@ -250,6 +250,7 @@ func (l *logs) Record(ev *qmgr.Event) {
 		r.DlvDestinationIP = res.IP
 		r.DlvTLSProtocol = res.TLSVersion
 		r.DlvTLSCipher = res.TLSCipher
+		r.DlvEsmtpAvailable = res.Extensions
 	}
 	switch ev.Status {
 	case maillog.StatusSent:
