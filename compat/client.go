@@ -98,40 +98,7 @@ func readReply(br *bufio.Reader, onFrame func(tag string, p []byte) error) (stri
 func (c *Client) Submit(ctx context.Context, inv *Invocation, content []byte) (string, error) {
 	var id string
 	err := c.call(ctx, func(w *bufio.Writer) error {
-		writeStr(w, "op", "submit")
-		if inv.SenderSet {
-			writeStr(w, "sender-set", "1")
-			writeStr(w, "sender", inv.Sender)
-		}
-		if inv.FullName != "" {
-			writeStr(w, "fullname", inv.FullName)
-		}
-		for _, r := range inv.Rcpts {
-			writeStr(w, "rcpt", r)
-		}
-		flag := func(k string, on bool) {
-			if on {
-				writeStr(w, k, "1")
-			}
-		}
-		flag("extract", inv.Extract)
-		flag("gateway", inv.Gateway)
-		flag("verify", inv.Verify)
-		opt := func(k, v string) {
-			if v != "" {
-				writeStr(w, k, v)
-			}
-		}
-		opt("body", inv.Body)
-		opt("notify", inv.DSNNotify)
-		opt("ret", inv.DSNRet)
-		opt("envid", inv.EnvID)
-		opt("requiretls", inv.RequireTLS)
-		opt("smtputf8", inv.SMTPUTF8)
-		if inv.VERP {
-			writeStr(w, "verp", inv.VERPDelims)
-		}
-		return writeFrame(w, "content", content)
+		return writeSubmit(w, inv, content)
 	}, func(r *bufio.Reader) error {
 		var err error
 		id, err = readReply(r, nil)
@@ -231,4 +198,43 @@ func (c *Client) SMTP(ctx context.Context, stdin io.Reader, stdout io.Writer) er
 		return Exitf(ExitIOErr, "smtp session: %v", err)
 	}
 	return nil
+}
+
+// writeSubmit writes a submit request's frames (without Hello and end):
+// the socket protocol and maildrop files share it.
+func writeSubmit(w *bufio.Writer, inv *Invocation, content []byte) error {
+	writeStr(w, "op", "submit")
+	if inv.SenderSet {
+		writeStr(w, "sender-set", "1")
+		writeStr(w, "sender", inv.Sender)
+	}
+	if inv.FullName != "" {
+		writeStr(w, "fullname", inv.FullName)
+	}
+	for _, r := range inv.Rcpts {
+		writeStr(w, "rcpt", r)
+	}
+	flag := func(k string, on bool) {
+		if on {
+			writeStr(w, k, "1")
+		}
+	}
+	flag("extract", inv.Extract)
+	flag("gateway", inv.Gateway)
+	flag("verify", inv.Verify)
+	opt := func(k, v string) {
+		if v != "" {
+			writeStr(w, k, v)
+		}
+	}
+	opt("body", inv.Body)
+	opt("notify", inv.DSNNotify)
+	opt("ret", inv.DSNRet)
+	opt("envid", inv.EnvID)
+	opt("requiretls", inv.RequireTLS)
+	opt("smtputf8", inv.SMTPUTF8)
+	if inv.VERP {
+		writeStr(w, "verp", inv.VERPDelims)
+	}
+	return writeFrame(w, "content", content)
 }

@@ -76,6 +76,9 @@ const (
 	CmdNewaliases Command = "newaliases"
 	CmdPostqueue  Command = "postqueue"
 	CmdPostsuper  Command = "postsuper"
+	// CmdPostdrop is the setgid maildrop writer (installed as a copy of
+	// the binary with the setgid bit, never as a symlink).
+	CmdPostdrop Command = "sluice-postdrop"
 )
 
 // CommandFor returns the command argv0 names, by its base name; anything
@@ -83,7 +86,7 @@ const (
 // name (e.g. /usr/lib/sendmail, send-mail) behaves.
 func CommandFor(argv0 string) Command {
 	switch c := Command(filepath.Base(argv0)); c {
-	case CmdMailq, CmdNewaliases, CmdPostqueue, CmdPostsuper:
+	case CmdMailq, CmdNewaliases, CmdPostqueue, CmdPostsuper, CmdPostdrop:
 		return c
 	}
 	return CmdSendmail

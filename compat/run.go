@@ -1,11 +1,14 @@
 package compat
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 )
 
@@ -19,6 +22,9 @@ type Env struct {
 	// default location: SLUICE_CONFIG, else /etc/pmta/config). cmd/sendmail
 	// reads the config's control-socket directive here.
 	Socket func(configPath string) (string, error)
+	// Postdrop is the setgid maildrop helper sendmail runs when the
+	// daemon is down; "" means no fallback (exit 75).
+	Postdrop string
 }
 
 // Run executes one sendmail-family command as argv[0] names it and
@@ -38,6 +44,8 @@ func Run(ctx context.Context, argv []string, env Env) int {
 		err = runPostqueue(ctx, argv[1:], env)
 	case CmdPostsuper:
 		err = runPostsuper(ctx, argv[1:], env)
+	case CmdPostdrop:
+		err = runPostdrop(env)
 	default:
 		err = runSendmail(ctx, cmd, argv[1:], env)
 	}
@@ -106,7 +114,7 @@ func runSendmail(ctx context.Context, cmd Command, args []string, env Env) error
 	id, err := c.Submit(ctx, inv, content)
 	if err != nil {
 		if errors.Is(err, ErrDaemonDown) {
-			return Exitf(ExitTempFail, "%v; message not sent (no maildrop fallback yet)", err)
+			return postdrop(ctx, env, inv, content, err)
 		}
 		return err
 	}
@@ -170,4 +178,54 @@ func runPostsuper(ctx context.Context, args []string, env Env) error {
 // StdEnv is the Env of the running process with the given socket resolver.
 func StdEnv(socket func(string) (string, error)) Env {
 	return Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv, Socket: socket}
+}
+
+// postdrop runs the setgid helper with the request on its stdin; the
+// message then waits in the maildrop directory for the daemon.
+func postdrop(ctx context.Context, env Env, inv *Invocation, content []byte, cause error) error {
+	if env.Postdrop == "" {
+		return Exitf(ExitTempFail, "%v; no maildrop helper: message not sent", cause)
+	}
+	cmd := exec.CommandContext(ctx, env.Postdrop)
+	cmd.Stdin = bytes.NewReader(EncodeMaildrop(inv, content))
+	cmd.Stdout = env.Stdout
+	cmd.Stderr = env.Stderr
+	if err := cmd.Run(); err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) && ee.ExitCode() > 0 {
+			return &ExitError{Code: ee.ExitCode(), Msg: fmt.Sprintf("%s failed", env.Postdrop), Err: err}
+		}
+		return Exitf(ExitTempFail, "run %s: %v", env.Postdrop, err)
+	}
+	return nil
+}
+
+// runPostdrop is sluice-postdrop: read one maildrop request from stdin,
+// check it parses, and write it into the maildrop directory. It runs
+// setgid, so the directory is fixed unless the helper is not setgid
+// (tests), when SLUICE_MAILDROP may name another.
+func runPostdrop(env Env) error {
+	dir := DefaultMaildrop
+	if os.Getegid() == os.Getgid() && env.Getenv != nil && env.Getenv("SLUICE_MAILDROP") != "" {
+		dir = env.Getenv("SLUICE_MAILDROP")
+	}
+	data, err := io.ReadAll(io.LimitReader(env.Stdin, defaultMaxSize+maxOverhead+1))
+	if err != nil {
+		return Exitf(ExitDataErr, "read request: %v", err)
+	}
+	if len(data) > defaultMaxSize+maxOverhead {
+		return Exitf(ExitDataErr, "message file too big")
+	}
+	if !bytes.HasPrefix(data, []byte(MaildropMagic)) {
+		return Exitf(ExitDataErr, "not a maildrop request")
+	}
+	h := &Handler{}
+	req, err := h.readRequest(bufio.NewReader(bytes.NewReader(data[len(MaildropMagic):])))
+	if err != nil || req.op != "submit" {
+		return Exitf(ExitDataErr, "bad maildrop request: %v", err)
+	}
+	if _, err := WriteMaildrop(dir, data); err != nil {
+		return Exitf(ExitTempFail, "%v", err)
+	}
+	return nil
 }

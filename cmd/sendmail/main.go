@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -20,7 +21,9 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := compat.Run(ctx, os.Args, compat.StdEnv(controlSocket))
+	env := compat.StdEnv(controlSocket)
+	env.Postdrop = postdropPath()
+	code := compat.Run(ctx, os.Args, env)
 	stop()
 	os.Exit(code)
 }
@@ -73,4 +76,23 @@ func scanControlSocket(path string) (string, error) {
 		}
 	}
 	return val, sc.Err()
+}
+
+// postdropPath finds the setgid maildrop helper: SLUICE_POSTDROP, else
+// sluice-postdrop beside this binary, else /usr/sbin/sluice-postdrop.
+func postdropPath() string {
+	if p := os.Getenv("SLUICE_POSTDROP"); p != "" {
+		return p
+	}
+	var cands []string
+	if exe, err := os.Executable(); err == nil {
+		cands = append(cands, filepath.Join(filepath.Dir(exe), string(compat.CmdPostdrop)))
+	}
+	cands = append(cands, "/usr/sbin/"+string(compat.CmdPostdrop))
+	for _, c := range cands {
+		if st, err := os.Stat(c); err == nil && st.Mode().IsRegular() {
+			return c
+		}
+	}
+	return ""
 }

@@ -162,10 +162,40 @@ func TestRealCallers(t *testing.T) {
 	if code != compat.ExitUsage || out != "sendmail: fatal: -n option not supported\n" {
 		t.Errorf("-n: exit %d %q", code, out)
 	}
-	// Daemon down: temporary failure, never exit 0.
-	down := append(env, "SLUICE_CONTROL_SOCKET="+filepath.Join(dir, "none.sock"))
+	// Daemon down, no helper: temporary failure, never exit 0.
+	down := append(env, "SLUICE_CONTROL_SOCKET="+filepath.Join(dir, "none.sock"), "SLUICE_POSTDROP=/nonexistent")
 	if _, code := run(t, down, "Subject: x\n\n", sm, "a@b"); code != compat.ExitTempFail {
 		t.Errorf("daemon down: exit %d", code)
+	}
+}
+
+// TestMaildropFallback: with the daemon down, sendmail runs the helper
+// (a copy of the binary named sluice-postdrop) and the message waits in
+// the maildrop directory until Pickup queues it.
+func TestMaildropFallback(t *testing.T) {
+	dir, b, env := setup(t)
+	helper := filepath.Join(dir, "sluice-postdrop")
+	data, err := os.ReadFile(filepath.Join(dir, "sendmail"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(helper, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	drop := filepath.Join(dir, "maildrop")
+	os.Mkdir(drop, 0o1730)
+	down := append(env, "SLUICE_CONTROL_SOCKET="+filepath.Join(dir, "none.sock"), "SLUICE_MAILDROP="+drop, "SLUICE_POSTDROP=")
+	out, code := run(t, down, "To: late@example.net\nSubject: while down\n\nbody\n", filepath.Join(dir, "sendmail"), "-t", "-i")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, out)
+	}
+	p := &compat.Pickup{Dir: drop, Handler: &compat.Handler{Backend: b, Hostname: "host.example", Origin: "host.example"}}
+	n, err := p.Scan(context.Background())
+	if err != nil || n != 1 {
+		t.Fatalf("pickup queued %d: %v", n, err)
+	}
+	if m := b.last(t); m.Rcpts[0] != "late@example.net" || !strings.Contains(string(m.Content), "Subject: while down") {
+		t.Errorf("picked up %+v", m)
 	}
 }
 
