@@ -460,25 +460,33 @@ func (h *Handler) postsuper(ctx context.Context, req *request, bw *bufio.Writer)
 			return writeStr(bw, "status", encodeStatus(ExitTempFail, fmt.Sprintf("list: %v", err)))
 		}
 	}
+	// Postfix only looks in the named queues: one pass finds where the
+	// requested ids are.
+	var inQueues map[string]bool
+	if len(queues) > 0 && !all {
+		want := map[string]bool{}
+		for _, id := range ids {
+			want[id] = true
+		}
+		inQueues = map[string]bool{}
+		err := h.Backend.List(ctx, func(e *QueueEntry) bool {
+			if want[e.ID] && queues[e.QueueName()] {
+				inQueues[e.ID] = true
+			}
+			return true
+		})
+		if err != nil {
+			return writeStr(bw, "status", encodeStatus(ExitTempFail, fmt.Sprintf("list: %v", err)))
+		}
+	}
 	n, failed := 0, false
 	for _, id := range ids {
 		if err := qid.Check(id); err != nil {
 			writeStr(bw, "line", "warning: invalid mail queue id: "+quoteID(id))
 			continue
 		}
-		if len(queues) > 0 && !all {
-			// Postfix only looks in the named queues.
-			in := false
-			h.Backend.List(ctx, func(e *QueueEntry) bool {
-				if e.ID == id {
-					in = queues[e.QueueName()]
-					return false
-				}
-				return true
-			})
-			if !in {
-				continue
-			}
+		if inQueues != nil && !inQueues[id] {
+			continue
 		}
 		err := h.Backend.Apply(ctx, act, id)
 		switch {
