@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"runtime"
 	"sort"
 	"time"
 )
@@ -33,6 +34,15 @@ type flight struct {
 func (s *Spool) committer() {
 	defer s.wg.Done()
 	for {
+		if len(s.flights) >= maxFlight {
+			// Wait for the disk before taking requests, so that all that
+			// arrived meanwhile go out together.
+			s.complete(<-s.flights[0].done)
+			// Let the callers just answered queue their next appends:
+			// a yield, not a delay, so a lone writer does not wait.
+			runtime.Gosched()
+			continue
+		}
 		s.qmu.Lock()
 		reqs := s.pending
 		s.pending = nil
@@ -55,9 +65,6 @@ func (s *Spool) committer() {
 			case <-s.stop:
 			}
 			continue
-		}
-		for len(s.flights) >= maxFlight {
-			s.complete(<-s.flights[0].done)
 		}
 		s.commitBatch(reqs)
 		s.reap()
