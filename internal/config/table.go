@@ -177,7 +177,7 @@ var Directives = []Directive{
 	{Name: "control-socket", Arg: "PATH", Restart: true, Blocks: global, Type: TString, Default: "/run/sluice/control.sock", Doc: "(sluice) Unix socket the sluice CLI and sendmail talk to."},
 	{Name: "max-received-headers", Blocks: global, Type: TInt, Default: "50", Doc: "A message with more Received headers is refused as a mail loop."},
 	{Name: "dsn-bounce-after", Blocks: global, Type: TDuration, Default: "1d", Doc: "How long a DSN (bounce) is retried; must be shorter than bounce-after."},
-	{Name: "dns-server", Arg: "HOST[:PORT][,...]", Blocks: global, Type: TStrings, DefaultDoc: "the nameservers of /etc/resolv.conf", Doc: "Recursive DNS servers for MX and address lookups, tried in order (port 53 unless given)."},
+	{Name: "dns-server", Arg: "HOST[:PORT][,...]", Restart: true, Blocks: global, Type: TStrings, DefaultDoc: "the nameservers of /etc/resolv.conf", Doc: "Recursive DNS servers for MX and address lookups, tried in order (port 53 unless given)."},
 
 	// <source>.
 	{Name: "always-allow-relaying", Blocks: source, Type: TBool, Default: "no", Doc: "Let these clients relay to any domain."},
