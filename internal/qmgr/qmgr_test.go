@@ -26,6 +26,7 @@ type fakeDeliverer struct {
 	peak    map[string]int
 	calls   atomic.Int64
 	content [][]byte
+	dests   []vmta.Destination
 }
 
 func (f *fakeDeliverer) Deliver(ctx context.Context, dest vmta.Destination, msg *vmta.Message) vmta.Result {
@@ -41,6 +42,7 @@ func (f *fakeDeliverer) Deliver(ctx context.Context, dest vmta.Destination, msg 
 	buf := make([]byte, msg.Size)
 	msg.Content.ReadAt(buf, 0)
 	f.content = append(f.content, buf)
+	f.dests = append(f.dests, dest)
 	f.mu.Unlock()
 	if f.delay > 0 {
 		time.Sleep(f.delay)
@@ -100,6 +102,7 @@ postmaster postmaster@test.example
 `
 
 type harness struct {
+	m   *Manager
 	sp  *spool.Spool
 	rec *recorder
 	dlv *fakeDeliverer
@@ -107,6 +110,12 @@ type harness struct {
 }
 
 func start(t *testing.T, cfgText string, dlv *fakeDeliverer) *harness {
+	t.Helper()
+	return startWith(t, cfgText, dlv, Options{})
+}
+
+// startWith is start with extra Options (Sign, Resolver, ...).
+func startWith(t *testing.T, cfgText string, dlv *fakeDeliverer, opt Options) *harness {
 	t.Helper()
 	cfg, err := config.Parse("test.conf", []byte(baseConfig+cfgText))
 	if err != nil {
@@ -117,7 +126,9 @@ func start(t *testing.T, cfgText string, dlv *fakeDeliverer) *harness {
 		t.Fatal(err)
 	}
 	h := &harness{sp: sp, rec: &recorder{}, dlv: dlv, cfg: cfg}
-	m := New(Options{Spool: sp, Config: func() *config.Config { return cfg }, Deliver: dlv, Recorder: h.rec, Logf: t.Logf})
+	opt.Spool, opt.Config, opt.Deliver, opt.Recorder, opt.Logf = sp, func() *config.Config { return cfg }, dlv, h.rec, t.Logf
+	m := New(opt)
+	h.m = m
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); m.Run(ctx) }()

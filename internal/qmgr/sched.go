@@ -242,13 +242,11 @@ func (m *Manager) dispatch(ctx context.Context) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.unblockDue(now)
-	var queues []*queue
+	// Ranging over a map while dispatchQueue removes from it (or moves a
+	// queue to another priority) is safe; a random start is fair among
+	// equals when total-max-smtp-out cuts the round short.
 	for p := maxPriority; p >= 0; p-- {
-		queues = queues[:0]
 		for q := range m.ready[p] {
-			queues = append(queues, q)
-		}
-		for _, q := range queues {
 			if !m.dispatchQueue(ctx, cfg, q, now, totalMax) {
 				return
 			}
