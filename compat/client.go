@@ -222,6 +222,7 @@ func writeSubmit(w *bufio.Writer, inv *Invocation, content []byte) error {
 	flag("extract", inv.Extract)
 	flag("gateway", inv.Gateway)
 	flag("verify", inv.Verify)
+	flag("trace", inv.Verbose == 1 && !inv.Verify)
 	opt := func(k, v string) {
 		if v != "" {
 			writeStr(w, k, v)

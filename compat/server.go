@@ -38,6 +38,7 @@ type Submission struct {
 	RequireTLS string // "yes", "no" or ""
 	SMTPUTF8   string
 	Verify     bool // -bv: verify the recipients and mail a report
+	Trace      bool // -v once: mail the sender a delivery report (Postfix's record flag)
 }
 
 // Backend is what the daemon provides to the sendmail family.
@@ -381,7 +382,7 @@ func (h *Handler) submit(ctx context.Context, req *request, cred *unix.Ucred, lo
 		Body: req.get("body"), DSNNotify: req.get("notify"), DSNRet: req.get("ret"),
 		EnvID: req.get("envid"), VERP: req.has("verp"), VERPDelims: req.get("verp"),
 		RequireTLS: req.get("requiretls"), SMTPUTF8: req.get("smtputf8"),
-		Verify: req.get("verify") == "1",
+		Verify: req.get("verify") == "1", Trace: req.get("trace") == "1",
 	}
 	return h.Backend.Submit(ctx, m)
 }

@@ -113,7 +113,7 @@ func startServer(t *testing.T, b Backend, mod func(*Handler)) *Client {
 func TestSubmitEndToEnd(t *testing.T) {
 	fb := &fakeBackend{}
 	c := startServer(t, fb, nil)
-	inv, err := ParseSendmail(CmdSendmail, []string{"-t", "-i", "-N", "never", "-XV", "cmd@x.example"})
+	inv, err := ParseSendmail(CmdSendmail, []string{"-t", "-i", "-v", "-N", "never", "-XV", "cmd@x.example"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +126,7 @@ func TestSubmitEndToEnd(t *testing.T) {
 		t.Fatalf("backend got %d submissions, id %q", len(fb.subs), id)
 	}
 	m := fb.subs[0]
-	if m.Sender != "tester@host.example" || m.Login != "tester" || m.DSNNotify != "never" || !m.VERP {
+	if m.Sender != "tester@host.example" || m.Login != "tester" || m.DSNNotify != "never" || !m.VERP || !m.Trace {
 		t.Errorf("submission %+v", m)
 	}
 	if want := []string{"cmd@x.example", "a@b.example", "h@b.example"}; strings.Join(m.Rcpts, ",") != strings.Join(want, ",") {
