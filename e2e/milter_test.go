@@ -3,14 +3,19 @@ package e2e
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"net/smtp"
+	"net/textproto"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	gomilter "github.com/emersion/go-milter"
 
 	"github.com/sluicemta/sluice/internal/testutil"
 	"github.com/sluicemta/sluice/internal/testutil/sluicetest"
@@ -238,5 +243,157 @@ func TestMilterConfigErrors(t *testing.T) {
 	}
 	if !strings.Contains(string(out), f+":3: smtpd-milters: no <milter ghost>") {
 		t.Fatalf("output:\n%s", out)
+	}
+}
+
+// scriptMilter is a go-milter milter that acts on the message's Subject
+// (hold, discard, edit) and refuses RCPT reject@rcpt.test with a
+// multi-line reply.
+type scriptMilter struct{ subject string }
+
+func (s *scriptMilter) Connect(string, string, uint16, net.IP, *gomilter.Modifier) (gomilter.Response, error) {
+	return gomilter.RespContinue, nil
+}
+func (s *scriptMilter) Helo(string, *gomilter.Modifier) (gomilter.Response, error) {
+	return gomilter.RespContinue, nil
+}
+func (s *scriptMilter) MailFrom(string, *gomilter.Modifier) (gomilter.Response, error) {
+	s.subject = ""
+	return gomilter.RespContinue, nil
+}
+func (s *scriptMilter) RcptTo(rcpt string, _ *gomilter.Modifier) (gomilter.Response, error) {
+	if strings.Contains(rcpt, "reject@") {
+		return gomilter.NewResponseStr('y', "550-5.7.1 first line\r\n550 5.7.1 not this one"), nil
+	}
+	return gomilter.RespContinue, nil
+}
+func (s *scriptMilter) Header(name, value string, _ *gomilter.Modifier) (gomilter.Response, error) {
+	if strings.EqualFold(name, "Subject") {
+		s.subject = strings.TrimSpace(value)
+	}
+	return gomilter.RespContinue, nil
+}
+func (s *scriptMilter) Headers(textproto.MIMEHeader, *gomilter.Modifier) (gomilter.Response, error) {
+	return gomilter.RespContinue, nil
+}
+func (s *scriptMilter) BodyChunk([]byte, *gomilter.Modifier) (gomilter.Response, error) {
+	return gomilter.RespContinue, nil
+}
+func (s *scriptMilter) Body(m *gomilter.Modifier) (gomilter.Response, error) {
+	switch s.subject {
+	case "hold":
+		if err := m.Quarantine("e2e says hold"); err != nil {
+			return nil, err
+		}
+	case "discard":
+		return gomilter.RespDiscard, nil
+	case "edit":
+		for _, err := range []error{
+			m.AddHeader("X-Milter", "seen"),
+			m.ChangeFrom("<bounce@sender.test>"),
+			m.AddRecipient("extra@rcpt.test"), // go-milter adds the brackets
+			m.DeleteRecipient("drop@rcpt.test"),
+			m.ReplaceBody([]byte("replaced body\r\n")),
+		} {
+			if err != nil {
+				return nil, err
+			}
+		}
+	}
+	return gomilter.RespAccept, nil
+}
+func (s *scriptMilter) Abort(*gomilter.Modifier) error { return nil }
+
+// TestMilterActions: what a milter decides is what the client and the
+// next hop see.
+func TestMilterActions(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &gomilter.Server{
+		NewMilter: func() gomilter.Milter { return &scriptMilter{} },
+		Actions: gomilter.OptAddHeader | gomilter.OptChangeBody | gomilter.OptAddRcpt |
+			gomilter.OptRemoveRcpt | gomilter.OptQuarantine | gomilter.OptChangeFrom,
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	sink := smtpsink.Start(t, smtpsink.Options{})
+	d := sluicetest.Start(t, sluicetest.Options{Config: routes(sink.Port(), milterSource("script", `
+<milter script>
+    socket inet:`+ln.Addr().String()+`
+    command-timeout 10s
+</milter>`))})
+
+	send := func(subject string, rcpts ...string) string {
+		t.Helper()
+		c, err := smtp.Dial(d.SMTPAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := c.Mail("a@sender.test"); err != nil {
+			return err.Error()
+		}
+		for _, r := range rcpts {
+			if err := c.Rcpt(r); err != nil {
+				return err.Error()
+			}
+		}
+		w, err := c.Data()
+		if err != nil {
+			return err.Error()
+		}
+		fmt.Fprintf(w, "Subject: %s\r\nMessage-ID: <%s@sender.test>\r\n\r\nbody\r\n", subject, subject)
+		if err := w.Close(); err != nil {
+			return err.Error()
+		}
+		c.Quit()
+		return "250"
+	}
+
+	if got := send("rcpt", "reject@rcpt.test"); !strings.HasPrefix(got, "550") || !strings.Contains(got, "first line") || !strings.Contains(got, "not this one") {
+		t.Errorf("RCPT reject@: %q, want the milter's two-line 550", got)
+	}
+	for _, subj := range []string{"hold", "discard", "edit", "plain"} {
+		rcpts := []string{subj + "@rcpt.test"}
+		if subj == "edit" {
+			rcpts = append(rcpts, "drop@rcpt.test")
+		}
+		if got := send(subj, rcpts...); got != "250" {
+			t.Fatalf("%s: %q", subj, got)
+		}
+	}
+	// plain and edit arrive; hold and discard do not.
+	if _, err := sink.WaitMessages(2, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.WaitLog("milter-hold", 5*time.Second); err != nil {
+		t.Error(err)
+	}
+	if _, err := d.WaitLog("milter-discard", 5*time.Second); err != nil {
+		t.Error(err)
+	}
+	time.Sleep(1500 * time.Millisecond) // a held message would have been sent by now
+	got := map[string]smtpsink.Message{}
+	for _, m := range sink.Messages() {
+		got[m.MessageID] = m
+	}
+	if len(got) != 2 {
+		var ids []string
+		for id := range got {
+			ids = append(ids, id)
+		}
+		t.Errorf("sink has %d messages %q, want plain and edit only", len(got), ids)
+	}
+	e, ok := got["<edit@sender.test>"]
+	if !ok {
+		t.Fatal("edited message missing")
+	}
+	if e.From != "bounce@sender.test" || !slices.Equal(e.Recipients(), []string{"edit@rcpt.test", "extra@rcpt.test"}) {
+		t.Errorf("edited envelope: from %q to %v", e.From, e.Recipients())
+	}
+	if !bytes.Contains(e.Data, []byte("\r\nX-Milter: seen\r\n")) || !bytes.HasSuffix(e.Data, []byte("\r\n\r\nreplaced body\r\n")) {
+		t.Errorf("edited content:\n%s", e.Data)
 	}
 }

@@ -51,6 +51,8 @@ type Daemon struct {
 
 	stopQmgr context.CancelFunc
 	qmDone   chan struct{}
+
+	held holdGuard // messages being put on hold by a milter (milter.go)
 }
 
 // Run starts the daemon and blocks until SIGTERM/SIGINT or ctx ends, then
@@ -122,7 +124,7 @@ func (d *Daemon) start(cfg *config.Config) error {
 	d.qm = qmgr.New(qmgr.Options{
 		Spool:    d.sp,
 		Config:   d.store.Current,
-		Deliver:  d.dlv,
+		Deliver:  guardedDeliverer{next: d.dlv, guard: &d.held}, // milter.go
 		Recorder: d.logs,
 		Logf:     func(f string, a ...any) { d.logs.Printf("qmgr", f, a...) },
 	})
@@ -291,6 +293,9 @@ func policyFor(cfg *config.Config, ip netip.Addr, user string) smtpd.Policy {
 type queueAdapter struct{ d *Daemon }
 
 func (q *queueAdapter) Enqueue(ctx context.Context, env *smtpd.Envelope, content []byte) error {
+	if env.Hold {
+		q.d.held.add(env.ID) // before Submit: see holdGuard (milter.go)
+	}
 	m := &spool.Message{
 		ID:       env.ID,
 		Arrival:  env.Received,
@@ -309,6 +314,7 @@ func (q *queueAdapter) Enqueue(ctx context.Context, env *smtpd.Envelope, content
 		m.Recipients = append(m.Recipients, spool.Recipient{Addr: r.Addr, ORCPT: r.ORCPT, Notify: spool.Notify(r.Notify)})
 	}
 	if err := q.d.sp.Submit(m); err != nil {
+		q.d.held.settled(env.ID) // nothing to guard (milter.go)
 		if errors.Is(err, spool.ErrNoSpace) {
 			return fmt.Errorf("%w: %v", smtpd.ErrQueueFull, err)
 		}

@@ -451,7 +451,7 @@ func applyFilter(env *Envelope, content []byte, res FilterResult) ([]byte, *smtp
 		}
 	}
 	if res.SenderChanged {
-		if res.Sender != "" && (hasControl(res.Sender) || !strings.Contains(res.Sender, "@")) {
+		if checkSender(res.Sender) != nil || !utf8OK(res.Sender, env.SMTPUTF8) {
 			return nil, errFilterConfig
 		}
 		env.From = res.Sender
@@ -479,7 +479,7 @@ func applyFilter(env *Envelope, content []byte, res FilterResult) ([]byte, *smtp
 			if seen[fr.Addr] {
 				continue
 			}
-			if fr.Addr == "" || hasControl(fr.Addr) || !strings.Contains(fr.Addr, "@") {
+			if checkRcpt(fr.Addr, true, nil) != nil || !utf8OK(fr.Addr, env.SMTPUTF8) {
 				return nil, errFilterConfig
 			}
 			seen[fr.Addr] = true
@@ -500,6 +500,9 @@ func applyFilter(env *Envelope, content []byte, res FilterResult) ([]byte, *smtp
 	}
 	return JoinHeader(fields, body, sep), nil
 }
+
+// utf8OK: a non-ASCII address needs an SMTPUTF8 message.
+func utf8OK(addr string, smtputf8 bool) bool { return smtputf8 || isASCII(addr) }
 
 // validField refuses a header field that would break the message's
 // structure: a bad name, or a line break that is not a fold.

@@ -301,6 +301,9 @@ func TestFilterDiscardAndFaults(t *testing.T) {
 		{"header with a bare LF", FilterResult{Header: []HeaderField{{Name: "X", Value: " a\nb"}}}, nil, "451 4.3.5", false, EvError},
 		{"bad header name", FilterResult{Header: []HeaderField{{Name: "X Y", Value: " a"}}}, nil, "451 4.3.5", false, EvError},
 		{"sender with a CR", FilterResult{Sender: "a\r@b", SenderChanged: true}, nil, "451 4.3.5", false, EvError},
+		{"recipient still in brackets", FilterResult{Recipients: []FilterRcpt{{Addr: "<x@local.test>"}}, RecipientsChanged: true}, nil, "451 4.3.5", false, EvError},
+		{"non-ASCII recipient without SMTPUTF8", FilterResult{Recipients: []FilterRcpt{{Addr: "jö@local.test"}}, RecipientsChanged: true}, nil, "451 4.3.5", false, EvError},
+		{"null sender is fine", FilterResult{Sender: "", SenderChanged: true}, nil, "250 2.0.0", true, EvQueued},
 		{"nothing to change", FilterResult{}, nil, "250 2.0.0", true, EvQueued},
 	}
 	for _, tt := range tests {
