@@ -325,6 +325,10 @@ func (x *index) unlinkRaw(i int32) {
 // to one tick (67 ms) past its time; in exchange no call rescans a slot.
 func (x *index) advance(now int64) {
 	target := now >> tickShift
+	if target < x.cur {
+		x.rewind(target)
+		return
+	}
 	for x.cur < target {
 		e := x.cur >> wBits
 		if e == target>>wBits {
@@ -351,6 +355,39 @@ func (x *index) advance(now int64) {
 		}
 		x.cur = ne << wBits
 		x.drainSlot(l1Base+int32(ne&wMask), true)
+	}
+}
+
+// rewind handles a clock that went back (a stepped clock, or a caller's
+// fake clock behind the wall clock the index started from): every waiting
+// and ready recipient is placed again relative to the new position. O(n),
+// and only when time goes backwards across a tick.
+func (x *index) rewind(target int64) {
+	var all []int32
+	take := func(sent int32) {
+		for i := x.r[sent].nx; i != sent; {
+			nx := x.r[i].nx
+			all = append(all, i)
+			i = nx
+		}
+		x.r[sent].nx, x.r[sent].prev = sent, sent
+	}
+	for k := int32(0); k < nWheel; k++ {
+		take(k)
+	}
+	for q := range x.queues {
+		take(x.queues[q].ready)
+		x.queues[q].inRing = false
+	}
+	x.ring = x.ring[:0]
+	x.bits0, x.bits1 = [wSlots / 64]uint64{}, [wSlots / 64]uint64{}
+	x.l1ok = [wSlots]bool{}
+	x.waiting = 0
+	x.cur = target
+	for _, i := range all {
+		x.r[i].prev, x.r[i].nx = i, i
+		x.r[i].flags &^= rLinked | rWheel
+		x.schedule(i)
 	}
 }
 

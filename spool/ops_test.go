@@ -407,3 +407,29 @@ func TestTornTail(t *testing.T) {
 		t.Fatalf("torn tail not reported: %q", logs)
 	}
 }
+
+// TestFakeClockInThePast: a caller whose clock is behind the wall clock
+// (a test's fake clock) still sees deferrals honoured on its own clock.
+func TestFakeClockInThePast(t *testing.T) {
+	s := openMem(t, newMemFS(31), 1<<20)
+	defer s.Close()
+	now := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+	m := submitN(t, s, 1, 1, 100)[0]
+	if d := s.PopDue(now, 10); len(d) != 1 {
+		t.Fatalf("new message not due on a past clock: %v", d)
+	}
+	var b Batch
+	b.Deferred(m.ID, 0, now.Add(time.Hour), "451")
+	if err := s.Commit(&b); err != nil {
+		t.Fatal(err)
+	}
+	if d := s.PopDue(now.Add(30*time.Minute), 10); len(d) != 0 {
+		t.Fatalf("deferred recipient popped 30 minutes early: %v", d)
+	}
+	if nd, ok := s.NextDue(); !ok || nd.Before(now.Add(59*time.Minute)) || nd.After(now.Add(61*time.Minute)) {
+		t.Fatalf("NextDue = %v, %v", nd, ok)
+	}
+	if d := s.PopDue(now.Add(time.Hour+time.Second), 10); len(d) != 1 {
+		t.Fatalf("deferred recipient not due after an hour: %v", d)
+	}
+}

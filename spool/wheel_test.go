@@ -46,6 +46,8 @@ func TestWheelAgainstModel(t *testing.T) {
 				case 3:
 					if rng.Intn(20) == 0 {
 						now += rng.Int63n(int64(10 * 24 * time.Hour))
+					} else if rng.Intn(30) == 0 {
+						now -= rng.Int63n(int64(time.Hour)) // a clock stepped back
 					} else {
 						now += rng.Int63n(int64(5 * time.Second))
 					}
