@@ -101,7 +101,9 @@ func (m *milterChains) chain(names []string) (*milter.Chain, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.SetLogger(m.log)
+	if m.log != nil {
+		c.SetLogger(m.log)
+	}
 	m.byID[key] = c
 	return c, nil
 }
