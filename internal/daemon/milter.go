@@ -3,6 +3,7 @@ package daemon
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sluicemta/sluice/internal/config"
+	"github.com/sluicemta/sluice/internal/maillog"
 	"github.com/sluicemta/sluice/internal/qmgr"
 	"github.com/sluicemta/sluice/internal/smtpd"
 	"github.com/sluicemta/sluice/milter"
@@ -309,7 +311,6 @@ func (d *Daemon) holdIfAsked(env *smtpd.Envelope) error {
 	if err != nil {
 		return fmt.Errorf("hold %s: %w", env.ID, err)
 	}
-	d.logs.Printf("smtpd", "%s: milter-hold: %s", env.ID, env.HoldReason)
 	return nil
 }
 
@@ -454,20 +455,25 @@ func filterLocal(ctx context.Context, ch *milter.Chain, host, id string, in Loca
 // words and passes every other event on to next.
 func (d *Daemon) logFilterEvents(next func(smtpd.Event)) func(smtpd.Event) {
 	return func(e smtpd.Event) {
-		if e.Kind != smtpd.EvFilter {
-			next(e)
-			return
-		}
-		what, reason, _ := strings.Cut(e.Text, ": ")
-		action := strings.ToUpper(what)
-		if reason != "" {
-			action += " (" + reason + ")"
-		}
 		ip := ""
 		if e.Client.IsValid() {
 			ip = e.Client.Addr().String()
 		}
-		d.logs.Printf("smtpd", "%s: milter-%s: %s from unknown[%s]: milter triggers %s action; from=<%s> proto=%s helo=<%s>",
-			e.QueueID, what, e.Command, ip, action, e.From, e.Proto, e.Helo)
+		switch {
+		case e.Kind == smtpd.EvReject && errors.Is(e.Err, smtpd.ErrFilterRefused):
+			line := maillog.RejectLine{QueueID: e.QueueID, Stage: e.Command, ClientIP: ip, Reply: fmt.Sprintf("%d %s", e.Code, e.Text),
+				From: e.From, To: e.Rcpt, Proto: e.Proto, Helo: e.Helo}.String()
+			d.logs.Printf("smtpd", "%s", strings.Replace(line, ": reject: ", ": milter-reject: ", 1))
+		case e.Kind == smtpd.EvFilter:
+			// Postfix: the quarantine reason, or "milter triggers HOLD action".
+			what, reason, _ := strings.Cut(e.Text, ": ")
+			if reason == "" {
+				reason = "milter triggers " + strings.ToUpper(what) + " action"
+			}
+			d.logs.Printf("smtpd", "%s: milter-%s: %s from unknown[%s]: %s; from=<%s> proto=%s helo=<%s>",
+				e.QueueID, what, e.Command, ip, reason, e.From, e.Proto, e.Helo)
+		default:
+			next(e)
+		}
 	}
 }

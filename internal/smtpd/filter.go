@@ -100,6 +100,10 @@ type FilterResult struct {
 	RecipientsChanged bool
 }
 
+// ErrFilterRefused is the Event.Err of an EvReject the content filter
+// caused (the log says milter-reject, as Postfix does).
+var ErrFilterRefused = errors.New("smtpd: refused by content filter")
+
 var (
 	errFilterFault  = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Error: content filter failed, try again later"}
 	errFilterConfig = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 5}, Message: "Error: server configuration problem, try again later"}

@@ -430,7 +430,7 @@ func (s *session) Data(r io.Reader) error {
 		content, discard, fe, detail = s.runFilter(f, env, content, recv != "")
 		switch {
 		case fe != nil && fe.Code == 421:
-			ev.Command, ev.Code, ev.Text, ev.Err = "DATA", fe.Code, flatText(fe), detail
+			ev.Command, ev.Code, ev.Text, ev.Err = "END-OF-MESSAGE", fe.Code, flatText(fe), ErrFilterRefused
 			s.srv.log(ev)
 			s.sc.hangup.Store(true)
 			return fe
@@ -441,7 +441,7 @@ func (s *session) Data(r io.Reader) error {
 			s.srv.log(ev)
 			return fe
 		case fe != nil:
-			return s.rejectWith(ev, "DATA", fe, errors.New("smtpd: message refused by content filter"))
+			return s.rejectWith(ev, "END-OF-MESSAGE", fe, ErrFilterRefused)
 		case discard:
 			fev := ev
 			fev.Kind, fev.Command, fev.Text = EvFilter, "END-OF-MESSAGE", "discard"
@@ -515,12 +515,12 @@ func (s *session) Logout() error {
 func (s *session) filterReject(ev Event, cmd string, r FilterReply) error {
 	e := r.smtpError()
 	if e.Code == 421 {
-		ev.Kind, ev.Command, ev.Code, ev.Text = EvReject, cmd, e.Code, flatText(e)
+		ev.Kind, ev.Command, ev.Code, ev.Text, ev.Err = EvReject, cmd, e.Code, flatText(e), ErrFilterRefused
 		s.srv.log(ev)
 		s.sc.hangup.Store(true)
 		return e
 	}
-	return s.rejectWith(ev, cmd, e, errors.New("smtpd: refused by content filter"))
+	return s.rejectWith(ev, cmd, e, ErrFilterRefused)
 }
 
 // rcptRefused refuses a recipient for a reason of our own, telling the
