@@ -1,6 +1,7 @@
 package smtpd
 
 import (
+	"context"
 	"crypto/tls"
 	"net"
 	"net/netip"
@@ -42,7 +43,8 @@ type sconn struct {
 	// The content filter lives as long as the connection (filter.go).
 	fmu        sync.Mutex
 	filter     *lockedFilter
-	filterDone bool // started, or never to be
+	fcancel    context.CancelFunc // ends the filter's I/O, even while it opens
+	filterDone bool               // started, or never to be
 }
 
 // connState finds our wrapper under a go-smtp connection.

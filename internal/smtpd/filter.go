@@ -251,34 +251,51 @@ func cipherBits(suite uint16) int {
 }
 
 // startFilter opens the connection's filter at its first HELO/EHLO. It
-// returns nil when none is configured.
+// returns nil when none is configured. Opening may take a while (the
+// filter connects to its milters), so it runs without the lock; closing
+// the connection meanwhile cancels it.
 func (sc *sconn) startFilter(s *Settings, helo string, tlsState *tls.ConnectionState) *lockedFilter {
 	sc.fmu.Lock()
-	defer sc.fmu.Unlock()
-	if sc.filterDone {
-		return sc.filter
+	if sc.filterDone || s.NewFilter == nil {
+		f := sc.filter
+		sc.filterDone = true
+		sc.fmu.Unlock()
+		return f
 	}
 	sc.filterDone = true
-	if s.NewFilter == nil || sc.closed.Load() {
+	ctx, cancel := context.WithCancel(context.Background())
+	sc.fcancel = cancel
+	sc.fmu.Unlock()
+	if sc.closed.Load() {
+		cancel()
 		return nil
 	}
-	ctx, cancel := context.WithCancel(context.Background())
 	fc := FilterConn{Client: sc.ap, ClientName: sc.name, Helo: helo, Local: addrPort(sc.LocalAddr()), Listener: sc.listener, TLS: tlsState}
 	f, r := s.NewFilter(ctx, fc)
 	if f == nil {
 		cancel()
 		return nil
 	}
-	sc.filter = &lockedFilter{f: f, cancel: cancel, connReply: r}
-	return sc.filter
+	lf := &lockedFilter{f: f, cancel: cancel, connReply: r}
+	sc.fmu.Lock()
+	sc.filter = lf
+	sc.fmu.Unlock()
+	if sc.closed.Load() {
+		// Closed while opening: closeFilter may have missed it.
+		lf.close()
+	}
+	return lf
 }
 
 // closeFilter is called once the connection is closed.
 func (sc *sconn) closeFilter() {
 	sc.fmu.Lock()
-	f := sc.filter
+	f, cancel := sc.filter, sc.fcancel
 	sc.filterDone = true
 	sc.fmu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
 	if f != nil {
 		f.close()
 	}

@@ -401,3 +401,71 @@ func FuzzSplitHeader(f *testing.F) {
 		}
 	})
 }
+
+func TestFilterBDAT(t *testing.T) {
+	f := newFakeFilter()
+	f.message = func(m FilterMessage) (FilterResult, error) {
+		return FilterResult{Header: append(slices.Clone(m.Header), HeaderField{Name: "X-Seen", Value: " bdat"})}, nil
+	}
+	q, _, addr, _ := filterServer(t, f, FilterReply{})
+	c := dial(t, addr)
+	c.expect("", "220")
+	c.expect("EHLO c", "250")
+	c.expect("MAIL FROM:<a@b.test>", "250")
+	c.expect("RCPT TO:<u@local.test>", "250")
+	c.send("BDAT 10\r\nSubject: x")
+	c.expect("", "250")
+	c.send("BDAT 8 LAST\r\n\r\n\r\n.\r\nb")
+	c.expect("", "250 2.0.0 Ok: queued as")
+	got := string(q.all()[0].content)
+	if !strings.HasSuffix(got, "Subject: x\r\nX-Seen: bdat\r\n\r\n.\r\nb\r\n") {
+		t.Errorf("content %q", got)
+	}
+	// The next transaction on the same connection is filtered too.
+	c.expect("MAIL FROM:<a@b.test>", "250")
+	c.expect("RCPT TO:<u@local.test>", "250")
+	c.send("BDAT 12 LAST\r\nSubject: y\r\n")
+	c.expect("", "250 2.0.0 Ok: queued as")
+	f.mu.Lock()
+	n := len(f.got)
+	f.mu.Unlock()
+	if n != 2 {
+		t.Errorf("filter saw %d messages, want 2", n)
+	}
+}
+
+// A filter that is slow to open (milters not answering) must not hold up
+// closing the server: the open is cancelled.
+func TestFilterSlowOpenCancelledByClose(t *testing.T) {
+	ev := &eventLog{}
+	s := baseSettings(ev)
+	started := make(chan struct{})
+	s.NewFilter = func(ctx context.Context, c FilterConn) (Filter, FilterReply) {
+		close(started)
+		<-ctx.Done()
+		return nil, FilterReply{}
+	}
+	srv, err := New(s, newRecQueue())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	var addr string
+	for _, a := range srv.Addrs() {
+		addr = a.String()
+	}
+	c := dial(t, addr)
+	c.expect("", "220")
+	c.send("EHLO c\r\n")
+	<-started
+	done := make(chan struct{})
+	go func() { srv.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close waited for the filter to open")
+	}
+}
