@@ -47,9 +47,6 @@ func TestContentFaultSetAside(t *testing.T) {
 	if !errors.Is(err, ErrUnreadable) {
 		t.Fatalf("Do over a truncated mapping: %v, want ErrUnreadable", err)
 	}
-	if _, err := io.Copy(crc32.NewIEEE(), c.Reader()); !errors.Is(err, ErrUnreadable) {
-		t.Fatalf("Reader over a truncated mapping: %v, want ErrUnreadable", err)
-	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		held := false
@@ -61,6 +58,16 @@ func TestContentFaultSetAside(t *testing.T) {
 			t.Fatal("message not set aside")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+	// The set-aside's hold record extended the active file again; cut it
+	// once more for the reader.
+	for _, p := range segs {
+		if err := os.Truncate(p, 4096); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := io.Copy(crc32.NewIEEE(), c.Reader()); !errors.Is(err, ErrUnreadable) {
+		t.Fatalf("Reader over a truncated mapping: %v, want ErrUnreadable", err)
 	}
 	if d := s.PopDue(time.Now(), 10); len(d) != 0 {
 		t.Fatalf("set-aside message handed out: %v", d)

@@ -433,3 +433,35 @@ func TestFakeClockInThePast(t *testing.T) {
 		t.Fatalf("deferred recipient not due after an hour: %v", d)
 	}
 }
+
+// TestOpenOnFullDisk: with no room for a segment the spool still opens,
+// serves what it holds, refuses appends with ErrNoSpace, and writes again
+// once space returns.
+func TestOpenOnFullDisk(t *testing.T) {
+	fs := newMemFS(41)
+	const seg = 64 << 10
+	s := openMem(t, fs, seg)
+	m := submitN(t, s, 1, 1, 100)[0]
+	s.Close()
+	fs.mu.Lock()
+	fs.capacity = fs.used + seg/2
+	fs.mu.Unlock()
+	s, err := Open("/spool", Options{SegmentSize: seg, FS: fs, Reserve: 1, Logf: t.Logf})
+	if err != nil {
+		t.Fatalf("Open on a full disk: %v", err)
+	}
+	defer s.Close()
+	<-s.Recovered()
+	if got := mustContent(t, s, m.ID); string(got) != string(m.Content) {
+		t.Fatal("content differs")
+	}
+	if err := s.Submit(testMsg(1, 100)); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("Submit on a full disk: %v, want ErrNoSpace", err)
+	}
+	fs.mu.Lock()
+	fs.capacity = 0
+	fs.mu.Unlock()
+	if err := s.Submit(testMsg(1, 100)); err != nil {
+		t.Fatalf("Submit after space returned: %v", err)
+	}
+}

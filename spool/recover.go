@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -66,8 +67,17 @@ func (s *Spool) recover(segs []oldSeg) {
 				if bad != nil || p >= end || !s.more(g, p, end) {
 					return nil
 				}
+				select {
+				case <-s.stop:
+					return errStopped
+				default:
+				}
 			}
 		})
+		if errors.Is(err, errStopped) {
+			close(s.recovered) // Close came first; waiters give up
+			return
+		}
 		if err != nil {
 			bad = err
 		}
@@ -111,6 +121,8 @@ func (s *Spool) recover(segs []oldSeg) {
 	s.notify()
 	s.kickCompaction()
 }
+
+var errStopped = errors.New("spool: recovery stopped by Close")
 
 type oldSeg struct {
 	g *segment

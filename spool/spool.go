@@ -177,8 +177,13 @@ func Open(dir string, opt Options) (*Spool, error) {
 	// The first active segment is made before returning so that Submit
 	// works at once; old segments are read in the background.
 	if err := s.roll(); err != nil {
-		lock.Close()
-		return nil, err
+		if !errors.Is(err, ErrNoSpace) {
+			lock.Close()
+			return nil, err
+		}
+		// A full disk must not keep the daemon from starting: the queue
+		// is readable, and the first append tries again.
+		s.logf("%v; appends fail until space returns", err)
 	}
 	s.wg.Add(4)
 	go s.preparer()
