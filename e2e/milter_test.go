@@ -2,6 +2,11 @@ package e2e
 
 import (
 	"bytes"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
 	"fmt"
 	"net"
 	"net/smtp"
@@ -12,6 +17,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -396,5 +402,175 @@ func TestMilterActions(t *testing.T) {
 	}
 	if !bytes.Contains(e.Data, []byte("\r\nX-Milter: seen\r\n")) || !bytes.HasSuffix(e.Data, []byte("\r\n\r\nreplaced body\r\n")) {
 		t.Errorf("edited content:\n%s", e.Data)
+	}
+}
+
+// startRspamd runs rspamd's proxy worker in milter mode with only the ARC
+// module (and the dkim module it needs), sealing for sender.test: the
+// README's ARC recipe plus what a test needs (temp paths, DNS to a closed
+// port, a four-entry TLD list because compiling the real one takes a minute).
+func startRspamd(t *testing.T) (socket, txt string) {
+	t.Helper()
+	bin := testutil.NeedCommand(t, "rspamd")
+	dir, err := os.MkdirTemp("", "rsp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	key, err := rsa.GenerateKey(rand.Reader, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemKey := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})
+	if err := os.WriteFile(filepath.Join(dir, "arc.key"), pemKey, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	txt = "v=DKIM1; k=rsa; p=" + base64.StdEncoding.EncodeToString(pub)
+	if err := os.WriteFile(filepath.Join(dir, "tld.dat"), []byte("org\nnet\ncom\ntest\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "proxy.sock")
+	conf := strings.NewReplacer("@DIR@", dir).Replace(`
+lua = "$RULESDIR/rspamd.lua"
+modules { path = "${PLUGINSDIR}"; }
+options {
+  pidfile = "@DIR@/rspamd.pid";
+  filters = "dkim";
+  dns { nameserver = ["127.0.0.1:9"]; timeout = 0.2s; retransmits = 1; }
+  local_addrs = [127.0.0.0/8];
+  url_tld = "@DIR@/tld.dat";
+  cache_file = "@DIR@/symbols.cache";
+  dynamic_conf = "@DIR@/dyn";
+  history_file = "@DIR@/history";
+  hs_cache_dir = "@DIR@/";
+  control_socket = "@DIR@/ctl.sock mode=0600";
+  stats_file = "@DIR@/stats.ucl";
+  tempdir = "@DIR@";
+  explicit_modules = [];
+}
+logging { type = "console"; level = "error"; }
+worker "rspamd_proxy" {
+  bind_socket = "@DIR@/proxy.sock mode=0600";
+  milter = yes;
+  timeout = 30s;
+  count = 1;
+  upstream "local" { default = yes; self_scan = yes; }
+}
+dkim { }
+actions { reject = 1000; add_header = 999; greylist = 998; }
+arc {
+  sign_local = true;
+  sign_inbound = true;
+  use_domain = "header";
+  use_esld = false;
+  allow_hdrfrom_mismatch = true;
+  allow_username_mismatch = true;
+  domain { sender.test { path = "@DIR@/arc.key"; selector = "sel"; } }
+}
+`)
+	confPath := filepath.Join(dir, "rspamd.conf")
+	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-f", "-i", "-c", confPath, "-u", "root", "-g", "root")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	})
+	for i := 0; ; i++ {
+		if _, err := os.Stat(sock); err == nil {
+			return "unix:" + sock, txt
+		}
+		select {
+		case <-done:
+			t.Fatalf("rspamd exited:\n%s", out.String())
+		case <-time.After(100 * time.Millisecond):
+		}
+		if i > 300 {
+			t.Fatalf("rspamd did not create %s:\n%s", sock, out.String())
+		}
+	}
+}
+
+func arcVerify(t *testing.T, msg []byte, txt string) string {
+	t.Helper()
+	py := testutil.NeedPython(t)
+	f := filepath.Join(t.TempDir(), "msg.eml")
+	if err := os.WriteFile(f, msg, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	script := `
+import sys, dkim
+txt = sys.argv[2].encode()
+def dnsfunc(name, timeout=5):
+    return txt if name in (b"sel._domainkey.sender.test.", b"sel._domainkey.sender.test") else None
+cv, results, why = dkim.arc_verify(open(sys.argv[1], "rb").read(), dnsfunc=dnsfunc)
+print(cv.decode(), why)
+`
+	out, err := exec.Command(py, "-c", script, f, txt).CombinedOutput()
+	if err != nil {
+		t.Fatalf("python3 dkim.arc_verify: %v\n%s", err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// TestRspamdARCAfterOpenDKIM is the README's ARC recipe through sluiced:
+// OpenDKIM signs, rspamd seals, the next hop gets a message whose DKIM
+// signature and ARC chain both verify.
+func TestRspamdARCAfterOpenDKIM(t *testing.T) {
+	rsock, arcTXT := startRspamd(t)
+	dsock, dkimTXT := startOpenDKIM(t)
+	sink := smtpsink.Start(t, smtpsink.Options{})
+	d := sluicetest.Start(t, sluicetest.Options{Config: routes(sink.Port(), milterSource("opendkim,rspamd", `
+<milter opendkim>
+    socket `+dsock+`
+    command-timeout 10s
+    content-timeout 10s
+</milter>
+<milter rspamd>
+    socket `+rsock+`
+    default-action accept
+    command-timeout 20s
+    content-timeout 20s
+</milter>`))})
+	out := swaks(t, d.SMTPAddr(), "--from", "alice@sender.test", "--to", "bob@rcpt.test",
+		"--header", "Subject: sealed", "--header", "Message-Id: <arc-1@sender.test>", "--body", "sealed body\n")
+	if !strings.Contains(out, "250 2.0.0 Ok: queued as") {
+		t.Fatalf("not queued:\n%s", out)
+	}
+	msgs, err := sink.WaitMessages(1, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := msgs[0].Data
+	for _, h := range []string{"ARC-Seal:", "ARC-Message-Signature:", "ARC-Authentication-Results:", "DKIM-Signature:"} {
+		if !bytes.Contains(m, []byte(h)) {
+			t.Fatalf("no %s header at the sink:\n%s", h, m)
+		}
+	}
+	if got := arcVerify(t, m, arcTXT); !strings.HasPrefix(got, "pass") {
+		t.Errorf("ARC chain: %s\n%s", got, m)
+	}
+	if !dkimVerify(t, m, dkimTXT) {
+		t.Errorf("DKIM signature broken after sealing:\n%s", m)
+	}
+	if got := arcVerify(t, bytes.Replace(m, []byte("sealed body"), []byte("sealed bodY"), 1), arcTXT); strings.HasPrefix(got, "pass") {
+		t.Errorf("tampered message passes ARC (%s): the check proves nothing", got)
 	}
 }
