@@ -469,3 +469,17 @@ func TestFilterSlowOpenCancelledByClose(t *testing.T) {
 		t.Fatal("Close waited for the filter to open")
 	}
 }
+
+// FuzzXtext: decoding what a filter sends never panics, and encoding
+// then decoding gives back the input.
+func FuzzXtext(f *testing.F) {
+	for _, s := range []string{"", "a+2Bb", "+", "+4", "+zz", "x=y", "\x00\xff", "rfc822;u+40x.test"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		decodeXtext(s)
+		if d, ok := decodeXtext(encodeXtext(s)); !ok || d != s {
+			t.Fatalf("%q -> %q -> %q %v", s, encodeXtext(s), d, ok)
+		}
+	})
+}
