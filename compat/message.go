@@ -187,7 +187,8 @@ var dropHeaders = map[string]bool{"bcc": true, "resent-bcc": true, "content-leng
 // queued message: recipients extracted under -t (from To/Cc/Bcc, or only
 // from Resent-To/Cc/Bcc when the message has any of those), added to
 // the command-line ones and de-duplicated; Bcc, Resent-Bcc,
-// Content-Length and Return-Path dropped; a Received: line prepended;
+// Content-Length and Return-Path dropped; addresses without a domain in
+// address headers qualified with Origin; a Received: line prepended;
 // missing Message-Id, Date and From (Resent- ones for a resent message)
 // added after the last header, in Postfix's order. No recipients is the
 // EX_USAGE error Postfix gives.
@@ -259,6 +260,10 @@ func Prepare(content []byte, p PrepareParams) (*Prepared, error) {
 			continue
 		}
 		have[n] = true
+		if p.Origin != "" && addressHeaders[n] {
+			b.WriteString(qualifyHeader(h.Raw, len(h.Name), p.Origin))
+			continue
+		}
 		b.WriteString(h.Raw)
 	}
 	if !p.Gateway {
