@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -57,14 +58,44 @@ func (b *memBackend) last(t *testing.T) *compat.Submission {
 	return b.subs[len(b.subs)-1]
 }
 
+var (
+	buildOnce sync.Once
+	builtDir  string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if builtDir != "" {
+		os.RemoveAll(builtDir)
+	}
+	os.Exit(code)
+}
+
 // setup builds the binary under all its names and starts a daemon side on
 // a socket in a temp dir.
 func setup(t *testing.T) (dir string, b *memBackend, env []string) {
 	t.Helper()
 	dir = t.TempDir()
 	bin := filepath.Join(dir, "sendmail")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
+	buildOnce.Do(func() {
+		builtDir, buildErr = os.MkdirTemp("", "sluice-sendmail-test")
+		if buildErr == nil {
+			var out []byte
+			if out, buildErr = exec.Command("go", "build", "-o", filepath.Join(builtDir, "sendmail"), ".").CombinedOutput(); buildErr != nil {
+				buildErr = fmt.Errorf("%v\n%s", buildErr, out)
+			}
+		}
+	})
+	if buildErr != nil {
+		t.Fatalf("build: %v", buildErr)
+	}
+	data, err := os.ReadFile(filepath.Join(builtDir, "sendmail"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
 	}
 	for _, n := range []string{"mailq", "postqueue", "postsuper", "newaliases"} {
 		if err := os.Symlink("sendmail", filepath.Join(dir, n)); err != nil {
