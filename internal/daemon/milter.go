@@ -180,11 +180,10 @@ func (d *Daemon) smtpFilter(cfg *config.Config) func(context.Context, smtpd.Filt
 			Port:     int(c.Client.Port()),
 			TLS:      tlsInfo(c),
 			Macros: map[string]string{
-				"j":                    host,
-				"{daemon_name}":        host,
-				"{daemon_addr}":        c.Local.Addr().String(),
-				"{daemon_port}":        strconv.Itoa(int(c.Local.Port())),
-				"{client_connections}": "0",
+				"j":             host,
+				"{daemon_name}": host,
+				"{daemon_addr}": c.Local.Addr().String(),
+				"{daemon_port}": strconv.Itoa(int(c.Local.Port())),
 			},
 		}
 		if !c.Local.IsValid() {
