@@ -305,10 +305,17 @@ func (d *Daemon) holdIfAsked(env *smtpd.Envelope) error {
 	if !env.Hold {
 		return nil
 	}
-	err := d.sp.Hold(env.ID)
-	d.held.settled(env.ID)
+	return d.holdQueued(env.ID)
+}
+
+// holdQueued puts a just-queued message on hold (a milter's quarantine,
+// also for FilterLocal's Hold). Call d.held.add(id) before its Submit so
+// the window until the hold is recorded is covered.
+func (d *Daemon) holdQueued(id string) error {
+	err := d.sp.Hold(id)
+	d.held.settled(id)
 	if err != nil {
-		return fmt.Errorf("hold %s: %w", env.ID, err)
+		return fmt.Errorf("hold %s: %w", id, err)
 	}
 	return nil
 }
