@@ -123,7 +123,7 @@ func (a PostsuperAction) Total(n int) string {
 	case ActRequeue:
 		what = "Requeued"
 	case ActExpire:
-		what = "Expired"
+		what = "Force-expired"
 	}
 	s := "s"
 	if n == 1 {
@@ -162,7 +162,7 @@ var postsuperQueues = map[string]bool{"hold": true, "incoming": true, "active": 
 // nothing odd reaches the daemon.
 func ParsePostsuper(args []string) (*PostsuperArgs, error) {
 	pa := &PostsuperArgs{}
-	usage := Exitf(ExitUsage, "usage: postsuper [-c config_dir] [-d queue_id|ALL|-] [-e queue_id] [-h queue_id] [-H queue_id] [-r queue_id] [-v] [queue...]")
+	usage := Exitf(ExitUsage, "usage: postsuper [-c config_dir] [-d queue_id (delete)] [-e queue_id (expire)] [-f queue_id (expire and/or un-hold)] [-h queue_id (hold)] [-H queue_id (un-hold)] [-p (purge temporary files)] [-r queue_id (requeue)] [-s (structure fix)] [-S (redundant structure fix)][-v (verbose)] [queue...]")
 	i := 0
 	for ; i < len(args); i++ {
 		a := args[i]
@@ -196,11 +196,11 @@ func ParsePostsuper(args []string) (*PostsuperArgs, error) {
 				// Purge temporaries / structure check: sluice's spool has
 				// neither, so these succeed doing nothing.
 			case 'f':
-				// Postfix: -f is -H plus -r for the same ids.
-				if err := pa.add(ActRelease, arg); err != nil {
+				// Postfix 3.7: "expire and/or un-hold" the same ids.
+				if err := pa.add(ActExpire, arg); err != nil {
 					return nil, err
 				}
-				if err := pa.add(ActRequeue, arg); err != nil {
+				if err := pa.add(ActRelease, arg); err != nil {
 					return nil, err
 				}
 			case 'd', 'e', 'h', 'H', 'r':

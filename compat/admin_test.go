@@ -74,7 +74,7 @@ func TestParsePostsuper(t *testing.T) {
 	}
 
 	pa, err = ParsePostsuper([]string{"-f", id1})
-	if err != nil || len(pa.Ops) != 2 || pa.Ops[0].Action != ActRelease || pa.Ops[1].Action != ActRequeue {
+	if err != nil || len(pa.Ops) != 2 || pa.Ops[0].Action != ActExpire || pa.Ops[1].Action != ActRelease {
 		t.Fatalf("-f: %+v %v", pa, err)
 	}
 
@@ -111,7 +111,7 @@ func TestPostsuperLinesMatchPostfix(t *testing.T) {
 	if got := line(ActDelete.Total(len(loadPostfixQueue(t)))); got != read("postsuper-d-all.txt") {
 		t.Errorf("-d ALL: got %q", got)
 	}
-	if ActRequeue.Total(2) != "Requeued: 2 messages" || ActDelete.Done() != "removed" {
+	if ActRequeue.Total(2) != "Requeued: 2 messages" || ActDelete.Done() != "removed" || ActExpire.Total(1) != "Force-expired: 1 message" {
 		t.Error("requeue/delete wording")
 	}
 }
