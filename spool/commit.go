@@ -207,12 +207,20 @@ func (s *Spool) commitBatch(reqs []*request) {
 				return
 			}
 		}
-		room := s.active.size - s.woff
+		// Leave room for the index footer written at sealing.
+		room := s.active.size - s.woff - trailerSize - 4096 - s.active.foot
 		var n int
 		var used int64
-		for n < len(todo) && used+int64(len(todo[n].buf)) <= room {
-			used += int64(len(todo[n].buf))
+		for n < len(todo) {
+			l := used + int64(len(todo[n].buf))
+			if l+footerGrowth(l) > room {
+				break
+			}
+			used = l
 			n++
+		}
+		if n == 0 && s.woff == headerSize && int64(len(todo[0].buf)) <= s.active.size-headerSize {
+			n = 1 // too big to leave footer room: this segment will be scanned
 		}
 		if n == 0 {
 			s.seal()
@@ -272,6 +280,7 @@ func (s *Spool) applyBuf(buf []byte, g *segment, off int64) bool {
 		if err := s.scratch.parse(body); err != nil {
 			panic(fmt.Sprintf("spool: own record does not parse: %v", err))
 		}
+		g.foot += metaSize(&s.scratch, n)
 		if s.apply(&s.scratch, g.seq, uint32(off)+uint32(p), uint32(n), true) {
 			woke = true
 		}
@@ -284,6 +293,9 @@ func (s *Spool) applyBuf(buf []byte, g *segment, off int64) bool {
 // are done; the next batch rolls.
 func (s *Spool) seal() {
 	s.drain()
+	if g := s.active; g != nil && g != s.failedSeg {
+		s.writeFooter(g)
+	}
 	s.sealNoDrain()
 }
 

@@ -97,7 +97,9 @@ func (s *Spool) record(v view, r *rec) error {
 	return guard(func() error {
 		body, _, err := frame(v.g.data[v.off:v.g.end])
 		if err != nil {
-			return fmt.Errorf("spool: message %s: %w", v.id[:], err)
+			// A corrupt record (recovery through a footer does not read
+			// content) is found here and the message set aside.
+			return fmt.Errorf("spool: message %s: %w: %v", v.id[:], ErrUnreadable, err)
 		}
 		return r.parse(body)
 	})

@@ -187,6 +187,7 @@ type rec struct {
 	jobid, vmta              []byte
 	rcpts                    []rcptView
 	content                  []byte
+	clen                     int // content length (a footer entry carries none)
 	contentOff               int // offset of content within the body
 	held                     bool
 	states                   []rstate // kCopy, kSnapshot
@@ -237,6 +238,7 @@ func (r *rec) parse(body []byte) error {
 			r.parseStates(&d, int(n))
 		}
 		r.content = d.bytes()
+		r.clen = len(r.content)
 		if d.err == nil {
 			r.contentOff = len(body) - len(d.b) - len(r.content)
 		}

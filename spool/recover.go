@@ -29,7 +29,7 @@ func (s *Spool) recover(segs []oldSeg) {
 		}
 	}
 	var r rec
-	records, torn := 0, 0
+	records, torn, footers := 0, 0, 0
 	for _, o := range segs {
 		g := o.g
 		end := g.size
@@ -41,7 +41,15 @@ func (s *Spool) recover(segs []oldSeg) {
 		s.mu.Unlock()
 		p := int64(headerSize)
 		var bad error
-		err := guard(func() error {
+		var err error
+		if foot, fend, ok := footerOf(g); ok && fend <= end {
+			// Its whole-footer CRC held, so an entry that does not parse
+			// is a bug, reported and treated like a torn tail.
+			p, err = s.recoverFooter(g, foot, fend, &r, &records)
+			footers++
+			goto done
+		}
+		err = guard(func() error {
 			const chunk = 4096 // records applied per lock hold
 			for {
 				s.mu.Lock()
@@ -74,6 +82,7 @@ func (s *Spool) recover(segs []oldSeg) {
 				}
 			}
 		})
+	done:
 		if errors.Is(err, errStopped) {
 			close(s.recovered) // Close came first; waiters give up
 			return
@@ -116,13 +125,52 @@ func (s *Spool) recover(segs []oldSeg) {
 	}
 	n := x.nmsgs
 	s.mu.Unlock()
-	s.logf("spool: recovered %d messages from %d records in %d segments in %v (%d torn tails)", n, records, len(segs), time.Since(start).Round(time.Millisecond), torn)
+	s.logf("spool: recovered %d messages from %d records in %d segments (%d through index footers) in %v (%d torn tails)", n, records, len(segs), footers, time.Since(start).Round(time.Millisecond), torn)
 	close(s.recovered)
 	s.notify()
 	s.kickCompaction()
 }
 
 var errStopped = errors.New("spool: recovery stopped by Close")
+
+// recoverFooter applies a sealed segment's records from its index footer,
+// which holds them without message content. It returns the data end.
+func (s *Spool) recoverFooter(g *segment, foot []byte, end int64, r *rec, records *int) (int64, error) {
+	err := guard(func() error {
+		const chunk = 4096
+		for len(foot) > 0 {
+			s.mu.Lock()
+			for k := 0; k < chunk && len(foot) > 0; k++ {
+				e, n, err := nextEntry(foot)
+				if err != nil {
+					s.mu.Unlock()
+					return err
+				}
+				if int64(e.off)+int64(e.flen) > end || e.off < headerSize {
+					s.mu.Unlock()
+					return fmt.Errorf("footer entry at %d+%d beyond data end %d", e.off, e.flen, end)
+				}
+				if err := r.parse(e.meta); err != nil {
+					s.mu.Unlock()
+					return err
+				}
+				r.clen = int(e.clen)
+				s.apply(r, g.seq, e.off, e.flen, false)
+				*records++
+				foot = foot[n:]
+			}
+			g.end = end
+			s.mu.Unlock()
+			select {
+			case <-s.stop:
+				return errStopped
+			default:
+			}
+		}
+		return nil
+	})
+	return end, err
+}
 
 type oldSeg struct {
 	g *segment

@@ -26,6 +26,7 @@ type segment struct {
 	end     int64 // end of valid records
 	live    int64 // bytes of content records of live messages stored here
 	refs    int32 // open Content and readers
+	foot    int64 // size of the index footer its records will need
 	sealed  bool  // no more appends
 	queued  bool  // waiting for compaction
 	removed bool  // file removed; unmap when refs drop to 0
