@@ -79,6 +79,11 @@ func ParsePostqueue(args []string) (*PostqueueArgs, error) {
 	if pa.Mode == 0 {
 		return nil, usage
 	}
+	if pa.Mode == PostqueueID {
+		if err := checkFlushID(pa.Arg); err != nil {
+			return nil, err
+		}
+	}
 	return pa, nil
 }
 
@@ -280,4 +285,17 @@ func quoteID(s string) string {
 		}
 		return r
 	}, s)
+}
+
+// checkFlushID refuses a malformed id for postqueue -i / sendmail -qI
+// with Postfix's message.
+func checkFlushID(id string) error {
+	if qid.Check(id) != nil {
+		more := ""
+		if len(id) > 100 {
+			id, more = id[:100], "..."
+		}
+		return Exitf(ExitUsage, "Cannot flush queue ID - invalid name: \"%s%s\"", quoteID(id), more)
+	}
+	return nil
 }

@@ -13,6 +13,7 @@ func TestParsePostqueue(t *testing.T) {
 		mode PostqueueMode
 		arg  string
 		bad  bool
+		frag string // expected in the error; default the usage text
 	}{
 		{args: "-p", mode: PostqueueList},
 		{args: "-j", mode: PostqueueJSON},
@@ -24,6 +25,7 @@ func TestParsePostqueue(t *testing.T) {
 		{args: "-p|-j", bad: true},
 		{args: "-x", bad: true},
 		{args: "-i", bad: true},
+		{args: "-i|../etc", bad: true, frag: "Cannot flush queue ID - invalid name"},
 		{args: "-p|extra", bad: true},
 	}
 	for _, tt := range tests {
@@ -33,7 +35,11 @@ func TestParsePostqueue(t *testing.T) {
 		}
 		pa, err := ParsePostqueue(args)
 		if tt.bad {
-			if ExitCode(err) != ExitUsage || !strings.Contains(err.Error(), PostqueueUsage) {
+			frag := tt.frag
+			if frag == "" {
+				frag = PostqueueUsage
+			}
+			if ExitCode(err) != ExitUsage || !strings.Contains(err.Error(), frag) {
 				t.Errorf("%q: err %v, want usage", tt.args, err)
 			}
 			continue

@@ -355,6 +355,9 @@ func (inv *Invocation) check(haveArgs bool) error {
 			if haveArgs {
 				return Exitf(ExitUsage, "flush queue_id requires no recipient")
 			}
+			if err := checkFlushID(inv.FlushID); err != nil {
+				return err
+			}
 			inv.Mode = ModeFlushID
 		}
 	case ModeList:

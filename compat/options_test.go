@@ -79,7 +79,8 @@ func TestParseSendmail(t *testing.T) {
 		{name: "-q", args: "-q", mode: ModeFlush},
 		{name: "-q5m", args: "-q5m", mode: ModeIgnore},
 		{name: "-qR", args: "-qRexample.com", mode: ModeFlushSite, check: func(i *Invocation) bool { return i.FlushSite == "example.com" }},
-		{name: "-qI", args: "-qIABC", mode: ModeFlushID, check: func(i *Invocation) bool { return i.FlushID == "ABC" }},
+		{name: "-qI", args: "-qI4jckGV1dtNz1SGLS", mode: ModeFlushID, check: func(i *Invocation) bool { return i.FlushID == "4jckGV1dtNz1SGLS" }},
+		{name: "-qI bad id", args: "-qI../x", code: ExitUsage, errFrag: "Cannot flush queue ID - invalid name"},
 		{name: "-bv", args: "-bv|a@b", mode: ModeSubmit, check: func(i *Invocation) bool { return i.Verify }},
 
 		{name: "-n refused", args: "-n|a@b", code: ExitUsage, errFrag: "-n option not supported"},

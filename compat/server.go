@@ -208,6 +208,11 @@ func (h *Handler) ServeConnReader(ctx context.Context, c net.Conn, br *bufio.Rea
 	case "list":
 		return h.list(ctx, req, bw)
 	case "flush":
+		if id := req.get("id"); id != "" {
+			if err := checkFlushID(id); err != nil {
+				return fail(ExitUsage, "%v", err)
+			}
+		}
 		if err := h.Backend.Flush(ctx, req.get("site"), req.get("id")); err != nil {
 			return fail(ExitCode(err), "flush: %v", err)
 		}
