@@ -18,6 +18,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/sluicemta/sluice/internal/config"
+	"github.com/sluicemta/sluice/internal/dkim"
 	"github.com/sluicemta/sluice/internal/qmgr"
 	"github.com/sluicemta/sluice/internal/resolve"
 	"github.com/sluicemta/sluice/internal/smtpd"
@@ -127,6 +128,9 @@ func (d *Daemon) start(cfg *config.Config) error {
 		Deliver:  guardedDeliverer{next: d.dlv, guard: &d.held}, // milter.go
 		Recorder: d.logs,
 		Logf:     func(f string, a ...any) { d.logs.Printf("qmgr", f, a...) },
+		// Signing converts first what the client would re-encode for the
+		// next hop (long lines, 8-bit bodies), so the signature survives.
+		Sign: dkim.NewSigner(dkim.Options{Convert: vmta.Downgrade}).Hook(func(f string, a ...any) { d.logs.Printf("dkim", f, a...) }, nil),
 	})
 	qctx, cancel := context.WithCancel(context.Background())
 	d.stopQmgr = cancel
@@ -144,6 +148,7 @@ func (d *Daemon) start(cfg *config.Config) error {
 		}
 	}()
 	d.logs.Printf("sluiced", "started: config %s, spool %s, listening on %s", cfg.File(), g.String("spool"), listenerList(d.smtp))
+	d.logWarnings(cfg)
 	return nil
 }
 
@@ -166,8 +171,17 @@ func (d *Daemon) reload() {
 			d.logs.Printf("sluiced", "reload: smtpd settings: %v", err)
 		}
 		d.logs.Printf("sluiced", "reloaded %s", path)
+		d.logWarnings(d.store.Current())
 	}
 	d.reopenLogs()
+}
+
+// logWarnings logs what the config accepted but an operator should fix
+// (a world-readable DKIM key, ...).
+func (d *Daemon) logWarnings(cfg *config.Config) {
+	for _, w := range cfg.Warnings() {
+		d.logs.Printf("sluiced", "%v", w)
+	}
 }
 
 func (d *Daemon) reopenLogs() {
