@@ -3,6 +3,7 @@ package spool
 import (
 	"bytes"
 	"encoding/binary"
+	"hash/crc32"
 	"reflect"
 	"testing"
 )
@@ -179,3 +180,5 @@ func FuzzRecord(f *testing.F) {
 		}
 	})
 }
+
+func crc32c(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
