@@ -19,6 +19,8 @@ build:
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/ $(addprefix ./cmd/,$(COMMANDS))
 	@for a in $(ALIASES); do ln -sf sendmail $(BIN)/$$a; done
+	@# The maildrop helper is a copy, not a link: packaging makes it setgid.
+	@cp -f $(BIN)/sendmail $(BIN)/sluice-postdrop
 	@ln -sf sluice $(BIN)/pmta
 
 # The daemon in the foreground on the embedded default config, written

@@ -82,6 +82,9 @@ type Handler struct {
 	LookupUser func(uid uint32) (login, fullName string, err error)
 	// Timeout bounds one request; 0 means 10 minutes.
 	Timeout time.Duration
+	// AdminOps are further operations without fields (reopen-logs,
+	// clear-dnscache, ...), allowed to the same callers as postsuper.
+	AdminOps map[string]func(ctx context.Context) error
 }
 
 const defaultMaxSize = 64 << 20
@@ -236,6 +239,15 @@ func (h *Handler) ServeConnReader(ctx context.Context, c net.Conn, br *bufio.Rea
 		bw.Flush()
 		c.SetDeadline(time.Time{})
 		return ls.ServeLocalSMTP(ctx, &bufferedConn{Conn: c, r: br}, cred.Uid, login)
+	}
+	if op, ok := h.AdminOps[req.op]; ok {
+		if !h.admin(cred.Uid) {
+			return fail(ExitNoPerm, "use of this command is reserved for the superuser")
+		}
+		if err := op(ctx); err != nil {
+			return fail(ExitCode(err), "%s: %v", req.op, err)
+		}
+		return writeStr(bw, "status", encodeStatus(ExitOK, ""))
 	}
 	return fail(ExitProtocol, "unknown operation %q", truncateStr(req.op, 40))
 }

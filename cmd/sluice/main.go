@@ -46,7 +46,8 @@ var verbs = []verb{
 	{[]string{"man", "sluice.conf"}, "", "print sluice.conf(5) in roff, generated from the directive table", manConf},
 	{[]string{"hash-password"}, "", "read a password from stdin, print its bcrypt hash for <smtp-user> password", hashPassword},
 	{[]string{"resolve"}, "[--connect] DOMAIN", "show the MX hosts and addresses mail for DOMAIN goes to", resolveDomain},
-	{[]string{"clear", "dnscache"}, "", "make the running daemon forget its cached DNS answers", clearDNSCache},
+	{[]string{"clear", "dnscache"}, "", "make the running daemon forget its cached DNS answers", adminOp("clear-dnscache", "clear dnscache", "DNS cache cleared")},
+	{[]string{"reopen-logs"}, "", "make the running daemon reopen its log and accounting files (for logrotate)", adminOp("reopen-logs", "reopen-logs", "logs reopened")},
 }
 
 func main() {

@@ -175,6 +175,7 @@ var Directives = []Directive{
 	{Name: "relay-domain", Arg: "DOMAIN", Blocks: global, Type: TString, Repeatable: true, Doc: "A domain accepted from any source (inbound mail for it is not relaying). Repeat for several."},
 	{Name: "run-as-user", Arg: "USER", Restart: true, Blocks: global, Type: TString, Default: "sluice", Doc: "(sluice) Unprivileged user the daemon runs as."},
 	{Name: "control-socket", Arg: "PATH", Restart: true, Blocks: global, Type: TString, Default: "/run/sluice/control.sock", Doc: "(sluice) Unix socket the sluice CLI and sendmail talk to."},
+	{Name: "maildrop", Arg: "DIR", Restart: true, Blocks: global, Type: TString, Default: "/var/spool/pmta/maildrop", Doc: "(sluice) Directory sendmail's setgid helper writes to while the daemon is down (mode 1730); picked up at start and while running. Bad files go to DIR.bad."},
 	{Name: "max-received-headers", Blocks: global, Type: TInt, Default: "50", Doc: "A message with more Received headers is refused as a mail loop."},
 	{Name: "dsn-bounce-after", Blocks: global, Type: TDuration, Default: "1d", Doc: "How long a DSN (bounce) is retried; must be shorter than bounce-after."},
 	{Name: "dns-server", Arg: "HOST[:PORT][,...]", Restart: true, Blocks: global, Type: TStrings, DefaultDoc: "the nameservers of /etc/resolv.conf", Doc: "Recursive DNS servers for MX and address lookups, tried in order (port 53 unless given)."},

@@ -48,7 +48,9 @@ type Daemon struct {
 	smtp  *smtpd.Server
 	qm    *qmgr.Manager
 	dlv   *vmta.Deliverer
-	ctl   *control
+	// resolver is kept for `sluice clear dnscache`.
+	resolver *resolve.Resolver
+	ctl      *control
 
 	stopQmgr context.CancelFunc
 	qmDone   chan struct{}
@@ -118,8 +120,9 @@ func (d *Daemon) start(cfg *config.Config) error {
 		return fmt.Errorf("spool %s: %w", g.String("spool"), err)
 	}
 
+	d.resolver = resolve.New(resolve.Options{Servers: g.Strings("dns-server")})
 	d.dlv = vmta.NewDeliverer(vmta.Options{
-		Resolver: resolve.New(resolve.Options{Servers: g.Strings("dns-server")}),
+		Resolver: d.resolver,
 		Logf:     func(f string, a ...any) { d.logs.Printf("smtp", f, a...) },
 	})
 	d.qm = qmgr.New(qmgr.Options{
@@ -142,6 +145,9 @@ func (d *Daemon) start(cfg *config.Config) error {
 		}
 	}()
 	go d.ctl.serve()
+	if err := d.startMaildrop(qctx, g.String("maildrop")); err != nil {
+		return err
+	}
 	go func() {
 		if err := d.smtp.Serve(); err != nil {
 			d.logs.Printf("smtpd", "serve: %v", err)

@@ -15,31 +15,34 @@ import (
 	"github.com/sluicemta/sluice/internal/config"
 )
 
-// clearDNSCache asks the running daemon to drop its cached DNS answers
-// (PowerMTA's `pmta clear dnscache`), over the control socket with the
-// compat protocol's framing (compat/PROTOCOL.md), op "clear-dnscache".
-func clearDNSCache(e *env) int {
-	if len(e.args) != 0 {
-		fmt.Fprintln(e.stderr, "usage: sluice clear dnscache")
-		return exitUsage
+// adminOp makes a verb that sends one field-less admin operation to the
+// running daemon over the control socket (compat/PROTOCOL.md), e.g.
+// "clear-dnscache" (PowerMTA's `pmta clear dnscache`) or "reopen-logs"
+// (for logrotate: reopen the log and accounting files, nothing else).
+func adminOp(op, usage, done string) func(e *env) int {
+	return func(e *env) int {
+		if len(e.args) != 0 {
+			fmt.Fprintln(e.stderr, "usage: sluice "+usage)
+			return exitUsage
+		}
+		sock := controlSocket(e)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		code, text, err := controlOp(ctx, sock, op)
+		if err != nil {
+			fmt.Fprintf(e.stderr, "sluice: %s: %v\n", usage, err)
+			return exitTempFail
+		}
+		if code != 0 {
+			fmt.Fprintf(e.stderr, "sluice: %s: %s\n", usage, text)
+			return code
+		}
+		if text == "" {
+			text = done
+		}
+		fmt.Fprintln(e.stdout, text)
+		return exitOK
 	}
-	sock := controlSocket(e)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	code, text, err := controlOp(ctx, sock, "clear-dnscache")
-	if err != nil {
-		fmt.Fprintf(e.stderr, "sluice: clear dnscache: %v\n", err)
-		return exitTempFail
-	}
-	if code != 0 {
-		fmt.Fprintf(e.stderr, "sluice: clear dnscache: %s\n", text)
-		return code
-	}
-	if text == "" {
-		text = "DNS cache cleared"
-	}
-	fmt.Fprintln(e.stdout, text)
-	return exitOK
 }
 
 // controlSocket is SLUICE_CONTROL_SOCKET, else the config's
