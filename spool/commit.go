@@ -294,7 +294,17 @@ func (s *Spool) applyBuf(buf []byte, g *segment, off int64) bool {
 func (s *Spool) seal() {
 	s.drain()
 	if g := s.active; g != nil && g != s.failedSeg {
-		s.writeFooter(g)
+		// The footer is written beside the committer: the segment takes
+		// no more appends, and a reference keeps its file open.
+		s.mu.Lock()
+		g.refs++
+		s.mu.Unlock()
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.writeFooter(g)
+			s.unref(g)
+		}()
 	}
 	s.sealNoDrain()
 }

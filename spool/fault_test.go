@@ -38,8 +38,19 @@ func TestContentFaultSetAside(t *testing.T) {
 	}
 	defer c.Close()
 	s.mu.Lock()
-	segs := []string{s.segs[victimSeq].path}
+	vg := s.segs[victimSeq]
+	segs := []string{vg.path}
 	s.mu.Unlock()
+	// Its index footer is written in the background: let that finish, or
+	// it would extend the file again after the truncation.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if _, _, ok := footerOf(vg); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no index footer on the sealed segment")
+		}
+	}
 	for _, p := range segs {
 		if err := os.Truncate(p, 4096); err != nil {
 			t.Fatal(err)
