@@ -62,6 +62,7 @@ func (s *Spool) reasonAt(ref uint64, k int) string {
 type view struct {
 	g      *segment
 	off    uint32
+	end    int64 // g.end when pinned: the committer moves it under s.mu
 	states []RcptState
 	held   bool
 	active bool
@@ -74,7 +75,8 @@ type view struct {
 // Called with s.mu held.
 func (s *Spool) pin(mi int32) view {
 	m := &s.x.m[mi]
-	v := view{g: s.segs[m.seg], off: m.off, held: m.flags&mHeld != 0, size: int64(m.size), mi: mi, id: m.id}
+	g := s.segs[m.seg]
+	v := view{g: g, off: m.off, end: g.end, held: m.flags&mHeld != 0, size: int64(m.size), mi: mi, id: m.id}
 	v.g.refs++
 	v.states = make([]RcptState, m.nrcpt)
 	for k := int32(0); k < m.nrcpt; k++ {
@@ -95,7 +97,7 @@ func (s *Spool) pin(mi int32) view {
 // record parses the pinned message's record from the mapping.
 func (s *Spool) record(v view, r *rec) error {
 	return guard(func() error {
-		body, _, err := frame(v.g.data[v.off:v.g.end])
+		body, _, err := frame(v.g.data[v.off:v.end])
 		if err != nil {
 			// A corrupt record (recovery through a footer does not read
 			// content) is found here and the message set aside.
