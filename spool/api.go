@@ -122,6 +122,10 @@ type Message struct {
 	JobID      string
 	VMTA       string
 	Content    []byte // the whole message, CRLF line endings
+
+	// Held submits the message on hold (a milter's quarantine): it is
+	// durable and listed, but not handed out by PopDue until Release.
+	Held bool
 }
 
 // Status is where one recipient stands.

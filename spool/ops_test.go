@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sluicemta/sluice/internal/qid"
 )
 
 func submitN(t testing.TB, s *Spool, n, rcpts, size int) []*Message {
@@ -463,5 +465,42 @@ func TestOpenOnFullDisk(t *testing.T) {
 	fs.mu.Unlock()
 	if err := s.Submit(testMsg(1, 100)); err != nil {
 		t.Fatalf("Submit after space returned: %v", err)
+	}
+}
+
+func TestSubmitHeld(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{SegmentSize: 1 << 20, Reserve: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &Message{ID: qid.New(time.Now()), Arrival: time.Now(), Sender: "a@x", Recipients: []Recipient{{Addr: "b@y"}}, Content: []byte("Subject: held\r\n\r\nx\r\n"), Held: true}
+	if err := s.Submit(m); err != nil {
+		t.Fatal(err)
+	}
+	if due := s.PopDue(time.Now().Add(time.Hour), 10); len(due) != 0 {
+		t.Fatalf("a message submitted held was handed out: %v", due)
+	}
+	s.Close()
+	// The hold is durable: after a restart the message is still held.
+	s, err = Open(dir, Options{SegmentSize: 1 << 20, Reserve: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	<-s.Recovered()
+	if due := s.PopDue(time.Now().Add(time.Hour), 10); len(due) != 0 {
+		t.Fatalf("held message handed out after restart: %v", due)
+	}
+	var held bool
+	s.Walk(func(info MessageInfo) bool { held = info.ID == m.ID && info.Held; return true })
+	if !held {
+		t.Fatal("Walk does not show the message held")
+	}
+	if err := s.Release(m.ID); err != nil {
+		t.Fatal(err)
+	}
+	if due := s.PopDue(time.Now().Add(time.Hour), 10); len(due) != 1 {
+		t.Fatalf("released message not due: %v", due)
 	}
 }

@@ -339,6 +339,11 @@ func (s *Spool) encode(b *Batch, r *request) error {
 				r.buf = make([]byte, 0, len(o.msg.Content)+256+64*len(o.msg.Recipients))
 			}
 			r.buf = appendMessage(r.buf, kMessage, id, o.msg, false, nil, o.msg.Content)
+			if o.msg.Held {
+				// In the same batch, applied right after the message under
+				// one lock: PopDue can never hand out a message submitted held.
+				r.buf = appendSimple(r.buf, kHold, id)
+			}
 			if int64(len(r.buf)) > s.opt.SegmentSize-headerSize {
 				return fmt.Errorf("spool: message %s: %d bytes do not fit a %d-byte segment", o.msg.ID, len(o.msg.Content), s.opt.SegmentSize)
 			}

@@ -54,8 +54,6 @@ type Daemon struct {
 
 	stopQmgr context.CancelFunc
 	qmDone   chan struct{}
-
-	held holdGuard // messages being put on hold by a milter (milter.go)
 }
 
 // Run starts the daemon and blocks until SIGTERM/SIGINT or ctx ends, then
@@ -128,7 +126,7 @@ func (d *Daemon) start(cfg *config.Config) error {
 	d.qm = qmgr.New(qmgr.Options{
 		Spool:    d.sp,
 		Config:   d.store.Current,
-		Deliver:  guardedDeliverer{next: d.dlv, guard: &d.held}, // milter.go
+		Deliver:  d.dlv,
 		Recorder: d.logs,
 		Logf:     func(f string, a ...any) { d.logs.Printf("qmgr", f, a...) },
 		// Signing converts first what the client would re-encode for the
@@ -313,9 +311,6 @@ func policyFor(cfg *config.Config, ip netip.Addr, user string) smtpd.Policy {
 type queueAdapter struct{ d *Daemon }
 
 func (q *queueAdapter) Enqueue(ctx context.Context, env *smtpd.Envelope, content []byte) error {
-	if env.Hold {
-		q.d.held.add(env.ID) // before Submit: see holdGuard (milter.go)
-	}
 	m := &spool.Message{
 		ID:       env.ID,
 		Arrival:  env.Received,
@@ -326,6 +321,7 @@ func (q *queueAdapter) Enqueue(ctx context.Context, env *smtpd.Envelope, content
 		Body:     env.Body,
 		VMTA:     env.VMTA,
 		Content:  content,
+		Held:     env.Hold, // a milter's quarantine: durable, listed, not delivered
 	}
 	if m.Arrival.IsZero() {
 		m.Arrival = time.Now()
@@ -334,16 +330,11 @@ func (q *queueAdapter) Enqueue(ctx context.Context, env *smtpd.Envelope, content
 		m.Recipients = append(m.Recipients, spool.Recipient{Addr: r.Addr, ORCPT: r.ORCPT, Notify: spool.Notify(r.Notify)})
 	}
 	if err := q.d.sp.Submit(m); err != nil {
-		q.d.held.settled(env.ID) // nothing to guard (milter.go)
 		if errors.Is(err, spool.ErrNoSpace) {
 			return fmt.Errorf("%w: %v", smtpd.ErrQueueFull, err)
 		}
 		return err
 	}
 	q.d.logs.Arrival(m, env.ClientName, env.ClientIP)
-	if err := q.d.holdIfAsked(env); err != nil { // milter quarantine (milter.go)
-		// The message is durable; failing now would make the client send it twice.
-		q.d.logs.Printf("smtpd", "warning: %v", err)
-	}
 	return nil
 }

@@ -79,26 +79,18 @@ func (b *localBackend) Submit(ctx context.Context, m *compat.Submission) (string
 		Body:       m.Body,
 		Recipients: f.Recipients,
 		Content:    f.Content,
+		Held:       f.Hold != "",
 	}
 	if msg.Arrival.IsZero() {
 		msg.Arrival = time.Now()
 	}
-	if f.Hold != "" {
-		d.held.add(msg.ID) // before Submit: see holdGuard (milter.go)
-	}
 	if err := d.sp.Submit(msg); err != nil {
-		d.held.settled(msg.ID)
 		return "", compat.Exitf(compat.ExitTempFail, "queue file write error: %v", err)
 	}
 	if ml := d.logs.log(); ml != nil {
 		ml.Printf("pickup", "%s: uid=%d from=<%s>", msg.ID, m.UID, m.Login)
 	}
 	d.logs.Arrival(msg, "", netip.Addr{})
-	if f.Hold != "" {
-		if err := d.holdQueued(msg.ID); err != nil {
-			d.logs.Printf("cleanup", "warning: %v", err)
-		}
-	}
 	return msg.ID, nil
 }
 

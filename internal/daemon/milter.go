@@ -9,15 +9,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/sluicemta/sluice/internal/config"
 	"github.com/sluicemta/sluice/internal/maillog"
-	"github.com/sluicemta/sluice/internal/qmgr"
 	"github.com/sluicemta/sluice/internal/smtpd"
 	"github.com/sluicemta/sluice/milter"
 	"github.com/sluicemta/sluice/spool"
-	"github.com/sluicemta/sluice/vmta"
 )
 
 // Milters: the <milter> blocks of the config become milter.Chains; smtpd
@@ -296,88 +293,6 @@ func (refusingFilter) Abort()                                  {}
 func (refusingFilter) Close()                                  {}
 func (refusingFilter) Message(smtpd.FilterMessage) (smtpd.FilterResult, error) {
 	return smtpd.FilterResult{Reply: configProblem}, nil
-}
-
-// holdIfAsked puts a message a milter quarantined on hold right after it
-// was queued. The spool has no "submit held", so the queue manager may
-// pop the message between Submit and Hold: holdGuard covers that window.
-func (d *Daemon) holdIfAsked(env *smtpd.Envelope) error {
-	if !env.Hold {
-		return nil
-	}
-	return d.holdQueued(env.ID)
-}
-
-// holdQueued puts a just-queued message on hold (a milter's quarantine,
-// also for FilterLocal's Hold). Call d.held.add(id) before its Submit so
-// the window until the hold is recorded is covered.
-func (d *Daemon) holdQueued(id string) error {
-	err := d.sp.Hold(id)
-	d.held.settled(id)
-	if err != nil {
-		return fmt.Errorf("hold %s: %w", id, err)
-	}
-	return nil
-}
-
-// holdGuard keeps messages that are being put on hold from being sent.
-// An id is blocked from before its Submit until holdWindow after its Hold
-// was recorded: a delivery popped in between (the spool does not unlink
-// recipients already in flight when a hold arrives) is deferred instead.
-// After the window the spool's own hold is all that counts, so a release
-// works as usual.
-type holdGuard struct {
-	mu  sync.Mutex
-	ids map[string]time.Time // id -> end of blocking (zero: Hold not yet recorded)
-}
-
-const holdWindow = 10 * time.Minute
-
-func (g *holdGuard) add(id string) {
-	g.mu.Lock()
-	if g.ids == nil {
-		g.ids = map[string]time.Time{}
-	}
-	g.ids[id] = time.Time{}
-	g.mu.Unlock()
-}
-
-func (g *holdGuard) settled(id string) {
-	g.mu.Lock()
-	if _, ok := g.ids[id]; ok {
-		g.ids[id] = time.Now().Add(holdWindow)
-	}
-	g.mu.Unlock()
-}
-
-// blocked reports whether id must not be sent now, dropping expired ids.
-func (g *holdGuard) blocked(id string, now time.Time) bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	for k, until := range g.ids {
-		if !until.IsZero() && now.After(until) {
-			delete(g.ids, k)
-		}
-	}
-	_, ok := g.ids[id]
-	return ok
-}
-
-// guardedDeliverer defers deliveries the hold guard blocks.
-type guardedDeliverer struct {
-	next  qmgr.Deliverer
-	guard *holdGuard
-}
-
-func (g guardedDeliverer) Deliver(ctx context.Context, dest vmta.Destination, msg *vmta.Message) vmta.Result {
-	if !g.guard.blocked(msg.ID, time.Now()) {
-		return g.next.Deliver(ctx, dest, msg)
-	}
-	res := vmta.Result{Rcpts: make([]vmta.RcptResult, len(msg.Rcpts))}
-	for i := range res.Rcpts {
-		res.Rcpts[i] = vmta.RcptResult{Reply: vmta.Reply{Code: 451, Enhanced: "4.3.0", Text: "message is being put on hold by a milter"}, Stage: vmta.StageConnect, Synthesized: true}
-	}
-	return res
 }
 
 // LocalFiltered is what the non-smtpd milters made of a locally submitted

@@ -95,26 +95,6 @@ func TestMilterConfigValues(t *testing.T) {
 	}
 }
 
-func TestHoldGuard(t *testing.T) {
-	var g holdGuard
-	now := time.Now()
-	g.add("A")
-	if !g.blocked("A", now) || g.blocked("B", now) {
-		t.Fatal("A must be blocked from before Submit, B never")
-	}
-	g.settled("A")
-	if !g.blocked("A", now.Add(holdWindow-time.Minute)) {
-		t.Fatal("A released before the window ended")
-	}
-	if g.blocked("A", now.Add(holdWindow+time.Minute)) {
-		t.Fatal("A still blocked after the window: a release would never deliver")
-	}
-	g.settled("C") // never added: nothing to do
-	if g.blocked("C", now) {
-		t.Fatal("C blocked")
-	}
-}
-
 func TestFilterResultMapping(t *testing.T) {
 	res := milter.Result{
 		Decision:   milter.Decision{Verdict: milter.Shutdown, Code: 421, Enhanced: "4.7.0", Text: "bye"},
