@@ -163,7 +163,7 @@ var Directives = []Directive{
 	// Global.
 	{Name: "host-name", Arg: "HOSTNAME", Blocks: global, Type: TString, DefaultDoc: "the system host name", Doc: "Name used in the SMTP greeting, HELO/EHLO and Received headers."},
 	{Name: "postmaster", Arg: "ADDRESS", Blocks: global, Type: TString, DefaultDoc: "postmaster@HOST-NAME", Doc: "Address that receives reports and is the From of DSNs."},
-	{Name: "smtp-listener", Restart: true, Blocks: global, Type: TListener, Repeatable: true, Default: "0/0:25", Doc: "Address and port to accept SMTP on; 0/0:PORT is every address, [::1]:PORT an IPv6 one. Repeat for several."},
+	{Name: "smtp-listener", Restart: true, Blocks: global, Type: TListener, Repeatable: true, Default: "0/0:25", Doc: "Address and port to accept SMTP on; 0/0:PORT is every address, [::1]:PORT an IPv6 one. Port 465 is implicit TLS and 587 submission, both requiring AUTH (and smtp-server-tls-certificate); other ports are plain SMTP with STARTTLS. Repeat for several."},
 	{Name: "smtp-port", Restart: true, Blocks: global, Type: TInt, Doc: "Legacy form of smtp-listener 0/0:N.", Check: checkPort},
 	{Name: "spool", Arg: "DIR", Restart: true, Blocks: global, Type: TString, Default: "/var/spool/pmta", Doc: "Directory holding the spool segments."},
 	{Name: "log-file", Arg: "PATH", Blocks: global, Type: TString, Default: "/var/log/pmta/log", Doc: "The daemon's log file; reopened on SIGHUP and `sluice reopen-logs`."},

@@ -267,7 +267,7 @@ func (d *Daemon) smtpSettings(cfg *config.Config) smtpd.Settings {
 		s.CertFile, s.KeyFile = ck.CertFile, ck.KeyFile
 	}
 	for _, l := range cfg.Listeners() {
-		s.Listeners = append(s.Listeners, smtpd.Listener{Addr: l.Network(), Mode: smtpd.Plain})
+		s.Listeners = append(s.Listeners, smtpd.Listener{Addr: l.Network(), Mode: listenerMode(l.Port)})
 	}
 	// Milters (milter.go): the chain of the client's <source>, and the
 	// discard/hold events they cause in the log.
@@ -285,6 +285,19 @@ func (d *Daemon) smtpSettings(cfg *config.Config) smtpd.Settings {
 		}
 	}
 	return s
+}
+
+// listenerMode follows the well-known ports: 465 is implicit TLS
+// (RFC 8314) and 587 submission (RFC 6409), both requiring AUTH; every
+// other port is plain SMTP with STARTTLS offered.
+func listenerMode(port int) smtpd.Mode {
+	switch port {
+	case 465:
+		return smtpd.ImplicitTLS
+	case 587:
+		return smtpd.Submission
+	}
+	return smtpd.Plain
 }
 
 var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("sluice-dummy"), bcrypt.DefaultCost)
