@@ -99,6 +99,7 @@ func (m *Manager) Paused() (queues, vmtas, jobs []string) {
 // readyAll puts every queue with waiting recipients back in the ready set.
 func (m *Manager) readyAll() {
 	m.mu.Lock()
+	m.wakeAll()
 	for _, q := range m.queues {
 		if len(q.pending) > 0 && q.until.IsZero() {
 			m.setReady(q, true)

@@ -77,8 +77,9 @@ type Options struct {
 	Now func() time.Time
 	// MaxReturn caps the original content returned in a DSN (default 100 KiB).
 	MaxReturn int
-	// Limiter keeps every delivery limit; nil = a LocalLimiter. Share it
-	// with ConnectLimitedDial so connection rates count in the same store.
+	// Limiter keeps every delivery limit; nil = a LocalLimiter. Connection
+	// rates are spent in it too when the Deliverer dials through
+	// ConnectLimitedDial.
 	Limiter vmta.Limiter
 	// Sign, when set, is called for every transaction after sluice's own
 	// headers (List-Unsubscribe) are added, with the queue (member virtual
@@ -107,9 +108,13 @@ type Manager struct {
 	ready   [maxPriority + 1]map[*queue]struct{} // queues that may start a delivery, by priority
 	blocked blockHeap                            // queues waiting for a rate limit or a re-enabled source
 	total   int                                  // deliveries in flight over all queues
+	waiters map[string][]*queue                  // queues in line for a shared slot (total, source address)
+	swept   time.Time                            // last wakeAll
 	paused  pauses
 	kick    chan struct{}
-	wg      sync.WaitGroup
+	// deliverFn is deliver; the scheduler benchmark replaces it.
+	deliverFn func(ctx context.Context, cfg *config.Config, q *queue, lim *limits, group []spool.Due)
+	wg        sync.WaitGroup
 }
 
 // New makes a Manager; Run starts it.
@@ -124,7 +129,7 @@ func New(opt Options) *Manager {
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	m := &Manager{opt: opt, sp: opt.Spool, logf: logf, queues: map[qkey]*queue{}, kick: make(chan struct{}, 1)}
+	m := &Manager{opt: opt, sp: opt.Spool, logf: logf, queues: map[qkey]*queue{}, waiters: map[string][]*queue{}, kick: make(chan struct{}, 1)}
 	m.lim = opt.Limiter
 	if m.lim == nil {
 		m.lim = vmta.NewLocalLimiter(opt.Now())
@@ -144,6 +149,7 @@ func New(opt Options) *Manager {
 		m.ready[i] = map[*queue]struct{}{}
 	}
 	m.paused.init()
+	m.deliverFn = m.deliver
 	if opt.Resolver != nil {
 		m.mx = newRollup(opt.Resolver, opt.Now, m.wakeup)
 	}

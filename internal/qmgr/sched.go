@@ -61,6 +61,13 @@ type queue struct {
 	inReady bool
 	until   time.Time // blocked until then (rate limit); zero = not blocked
 	hidx    int       // index in the blocked heap, -1 when not in it
+	waiting string    // the shared slot key it waits for ("" = none)
+
+	// The limits computed for one config snapshot and mode, reused until
+	// either changes (the lookups cost more than the rest of dispatch).
+	lim     *limits
+	limCfg  *config.Config
+	limMode vmta.Mode
 }
 
 // limits is what one delivery may use, computed from the config snapshot
@@ -217,15 +224,19 @@ func (m *Manager) unblockDue(now time.Time) {
 func (m *Manager) nextUnblock() (time.Time, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if len(m.blocked) == 0 {
-		return time.Time{}, false
+	var t time.Time
+	if len(m.waiters) > 0 {
+		t = m.swept.Add(time.Second)
 	}
-	return m.blocked[0].until, true
+	if len(m.blocked) > 0 && (t.IsZero() || m.blocked[0].until.Before(t)) {
+		t = m.blocked[0].until
+	}
+	return t, !t.IsZero()
 }
 
 // forget drops an idle queue (mu held).
 func (m *Manager) forget(q *queue) {
-	if len(q.pending) == 0 && q.active == 0 && q.until.IsZero() && !q.inReady {
+	if len(q.pending) == 0 && q.active == 0 && q.until.IsZero() && !q.inReady && q.waiting == "" {
 		delete(m.queues, q.key)
 	}
 }
@@ -242,6 +253,10 @@ func (m *Manager) dispatch(ctx context.Context) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.unblockDue(now)
+	if len(m.waiters) > 0 && now.Sub(m.swept) >= time.Second {
+		m.swept = now
+		m.wakeAll()
+	}
 	// Ranging over a map while dispatchQueue removes from it (or moves a
 	// queue to another priority) is safe; a random start is fair among
 	// equals when total-max-smtp-out cuts the round short.
@@ -262,9 +277,13 @@ func (m *Manager) dispatchQueue(ctx context.Context, cfg *config.Config, q *queu
 			m.setReady(q, false) // Resume readies it again
 			return true
 		}
-		dom := cfg.Domain(q.key.vmta, m.governing(q))
-		m.setPriority(q, int(dom.Int("queue-priority")))
-		lim := m.limitsFor(cfg, q, dom, now, totalMax)
+		mode := m.bo.Mode(q.name, now)
+		if q.lim == nil || q.limCfg != cfg || q.limMode != mode {
+			dom := cfg.Domain(q.key.vmta, m.governing(q))
+			m.setPriority(q, int(dom.Int("queue-priority")))
+			q.lim, q.limCfg, q.limMode = m.limitsFor(cfg, q, dom, mode, totalMax), cfg, mode
+		}
+		lim := q.lim
 		if lim.src.IsValid() {
 			if off, until := m.bo.SourceDisabled(q.key.dest, lim.src.String(), now); off {
 				if m.rehome(cfg, q, now) {
@@ -275,31 +294,41 @@ func (m *Manager) dispatchQueue(ctx context.Context, cfg *config.Config, q *queu
 			}
 		}
 		if i := m.lim.Acquire(lim.slots...); i >= 0 {
-			switch {
-			case lim.slots[i].Key == totalKey:
-				return false
-			case i == 0:
-				// The queue's own limit: a delivery of this queue ending
-				// readies it again.
-				m.setReady(q, false)
+			m.setReady(q, false)
+			if i > 0 {
+				// A limit shared with other queues (total, a source
+				// address): wait in line for a slot of it. The queue's own
+				// limit needs no line: its own deliveries ending ready it.
+				key := lim.slots[i].Key
+				q.waiting = key
+				m.waiters[key] = append(m.waiters[key], q)
+				if key == totalKey {
+					return false
+				}
 			}
 			return true
 		}
+		before := q.pending
 		group := takeGroup(q, lim.maxRcpt)
-		if w := m.lim.Take(now, rateTakes(lim.rates, len(group))...); w > 0 {
-			m.lim.Release(lim.slots...)
-			q.pending = append(group, q.pending...)
-			m.block(q, now.Add(w))
-			return true
+		if len(lim.rates) > 0 {
+			if w := m.lim.Take(now, rateTakes(lim.rates, len(group))...); w > 0 {
+				m.lim.Release(lim.slots...)
+				q.pending = before // the group was its prefix
+				m.block(q, now.Add(w))
+				return true
+			}
 		}
 		q.active++
 		m.total++
 		m.wg.Add(1)
 		go func() {
 			defer m.wg.Done()
-			m.deliver(ctx, cfg, q, lim, group)
+			m.deliverFn(ctx, cfg, q, lim, group)
 			m.lim.Release(lim.slots...)
 			m.mu.Lock()
+			for _, sl := range lim.slots[1:] {
+				m.wakeOne(sl.Key)
+			}
 			q.active--
 			m.total--
 			if len(q.pending) > 0 && q.until.IsZero() {
@@ -313,6 +342,49 @@ func (m *Manager) dispatchQueue(ctx context.Context, cfg *config.Config, q *queu
 	m.setReady(q, false)
 	m.forget(q)
 	return true
+}
+
+// wakeOne readies the first queue waiting for a slot of key (mu held).
+func (m *Manager) wakeOne(key string) {
+	line := m.waiters[key]
+	for len(line) > 0 {
+		q := line[0]
+		line[0] = nil
+		line = line[1:]
+		if q.waiting != key {
+			continue // stale: woken otherwise meanwhile
+		}
+		q.waiting = ""
+		if len(q.pending) > 0 && q.until.IsZero() {
+			m.setReady(q, true)
+			break
+		}
+		m.forget(q)
+	}
+	if len(line) == 0 {
+		delete(m.waiters, key)
+	} else {
+		m.waiters[key] = line
+	}
+}
+
+// wakeAll readies every waiting queue: a slot freed for a queue that then
+// did not use it must not strand the others (mu held; called at most once
+// a second, see dispatch).
+func (m *Manager) wakeAll() {
+	for key, line := range m.waiters {
+		for _, q := range line {
+			if q.waiting == key {
+				q.waiting = ""
+				if len(q.pending) > 0 && q.until.IsZero() {
+					m.setReady(q, true)
+				} else {
+					m.forget(q)
+				}
+			}
+		}
+		delete(m.waiters, key)
+	}
 }
 
 // governing is the domain whose <domain> settings govern q's limits: its
@@ -346,8 +418,8 @@ const totalKey = "total"
 
 // limitsFor computes q's limits from the config (mu held). The first slot
 // is always the queue's own.
-func (m *Manager) limitsFor(cfg *config.Config, q *queue, dom *config.Block, now time.Time, totalMax int) *limits {
-	lim := &limits{mode: m.bo.Mode(q.name, now)}
+func (m *Manager) limitsFor(cfg *config.Config, q *queue, dom *config.Block, mode vmta.Mode, totalMax int) *limits {
+	lim := &limits{mode: mode}
 	maxOut := int(dom.Int("max-smtp-out"))
 	msgRate := dom.Rate("max-msg-rate")
 	connRate := dom.Rate("max-connect-rate")
@@ -446,22 +518,22 @@ func rateTakes(rs []vmta.RateTake, n int) []vmta.RateTake {
 	return out
 }
 
-// takeGroup removes from q the first pending recipient and up to maxRcpt-1
-// more of the same message and domain: one transaction carries one
-// message to one domain.
+// takeGroup removes from the front of q's waiting recipients the first
+// one and those right after it of the same message and domain, up to
+// maxRcpt: one transaction carries one message to one domain. (The spool
+// hands out a message's recipients together, so looking only at the run
+// at the front costs O(group), not O(queue).) It returns a copy.
 func takeGroup(q *queue, maxRcpt int) []spool.Due {
 	first := q.pending[0]
-	var group []spool.Due
-	rest := q.pending[:0]
-	for _, d := range q.pending {
-		if d.ID == first.ID && d.Queue.Domain == first.Queue.Domain && len(group) < maxRcpt {
-			group = append(group, d)
-		} else {
-			rest = append(rest, d)
-		}
+	n := 1
+	for n < len(q.pending) && n < maxRcpt && q.pending[n].ID == first.ID && q.pending[n].Queue.Domain == first.Queue.Domain {
+		n++
 	}
-	clear(q.pending[len(rest):])
-	q.pending = rest
+	group := append([]spool.Due(nil), q.pending[:n]...)
+	q.pending = q.pending[n:]
+	if len(q.pending) == 0 {
+		q.pending = nil // let the array go
+	}
 	return group
 }
 
