@@ -82,8 +82,7 @@ func benchVMTAs(n int) string {
 func BenchmarkDeliveryLimits(b *testing.B) {
 	for _, tc := range []struct{ name, conf string }{
 		{"none", ""},
-		{"limits", `  max-smtp-out 4
-  max-msg-rate 1000000/s
+		{"limits", `  max-msg-rate 1000000/s
   max-connect-rate 100000/s
   max-data-volume-rate 100000M/s
   source-ip-max-smtp-out 0/0 50
@@ -93,7 +92,7 @@ func BenchmarkDeliveryLimits(b *testing.B) {
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			sink := smtpsink.Start(b, smtpsink.Options{})
-			cfg, err := config.Parse("b.conf", []byte(fmt.Sprintf("host-name mx.test.example\n%s<domain *>\n  route [127.0.0.1]:%d\n  use-starttls no\n%s</domain>\n", benchVMTAs(8), sink.Port(), tc.conf)))
+			cfg, err := config.Parse("b.conf", []byte(fmt.Sprintf("host-name mx.test.example\n%s<domain *>\n  route [127.0.0.1]:%d\n  use-starttls no\n  max-smtp-out 4\n%s</domain>\n", benchVMTAs(8), sink.Port(), tc.conf)))
 			if err != nil {
 				b.Fatal(err)
 			}
