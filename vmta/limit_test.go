@@ -136,3 +136,25 @@ func TestSlackKeepsPace(t *testing.T) {
 		}
 	}
 }
+
+// A reload that changes a rate keeps the key's schedule: no fresh burst,
+// the new interval from the next event on.
+func TestRateChangeKeepsSchedule(t *testing.T) {
+	start := time.Unix(1000, 0)
+	l := NewLocalLimiter(start.Add(-time.Hour))
+	slow := Rate{N: 1, Per: time.Second}
+	fast := Rate{N: 10, Per: time.Second}
+	if l.Take(start, RateTake{"k", slow, 1}) != 0 {
+		t.Fatal("first take refused")
+	}
+	// Reloaded to 10/s just after: the next event is still due at +1s.
+	if w := l.Take(start.Add(10*time.Millisecond), RateTake{"k", fast, 1}); w != 990*time.Millisecond {
+		t.Fatalf("after a reload: wait %v, want 990ms", w)
+	}
+	if l.Take(start.Add(time.Second), RateTake{"k", fast, 1}) != 0 {
+		t.Fatal("refused at the scheduled time")
+	}
+	if w := l.Take(start.Add(time.Second), RateTake{"k", fast, 1}); w != 100*time.Millisecond {
+		t.Fatalf("then the new interval: wait %v, want 100ms", w)
+	}
+}

@@ -90,7 +90,8 @@ type Options struct {
 	// share one queue). vmta's Resolver interface; *resolve.Resolver is one.
 	Resolver vmta.Resolver
 	// OnChange receives every queue mode change and source-address
-	// disable/enable (after it is logged through Logf).
+	// disable/enable (after it is logged through Logf). It may be called
+	// with the scheduler's lock held: it must not call the Manager.
 	OnChange func(vmta.Change)
 }
 
