@@ -36,8 +36,9 @@ test-peers:
 vet:
 	$(GO) vet $(PKGS)
 
+# Under the race detector: the whole suite takes about 2 minutes on 2 cores.
 test: test-peers build vet
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
 
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./spool/...
