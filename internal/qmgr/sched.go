@@ -486,6 +486,9 @@ func (m *Manager) limitsFor(cfg *config.Config, q *queue, dom *config.Block, mod
 		// fsync and the connection take time; the wire stage paces); the
 		// wire stage forgives half the guard margin of lateness.
 		lim.rates[i].Rate.Burst = min(10, max(2, int(float64(r.Rate.N)*float64(dispatchLead)/float64(r.Rate.Per))+1))
+		// Time lost to a late dispatch would be lost for good (the wire
+		// stage cannot send what was not dispatched): forgive it.
+		lim.rates[i].Rate.Slack = dispatchLead
 		r.Key += "|wire"
 		r.Rate.Slack = time.Duration(float64(r.Rate.Per) * (1 - 1/rateGuard) / 2)
 		lim.wire = append(lim.wire, r)
