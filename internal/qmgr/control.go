@@ -55,8 +55,16 @@ func (p *pauses) put(k pauseKind, name string, on bool) {
 	}
 }
 
-// queueName normalizes "domain[/vmta]" as an operator writes it.
-func queueName(q string) string { return strings.ToLower(strings.TrimSpace(q)) }
+// queueName normalizes "domain[/vmta]" as an operator writes it: the
+// domain is case-insensitive, the virtual MTA name is not.
+func queueName(q string) string {
+	dom, vm, ok := strings.Cut(strings.TrimSpace(q), "/")
+	dom = strings.ToLower(dom)
+	if !ok {
+		return dom
+	}
+	return dom + "/" + vm
+}
 
 // PauseQueue stops new deliveries of queue "domain/vmta" (or "domain" for
 // mail without a virtual MTA); deliveries in flight finish.

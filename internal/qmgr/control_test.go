@@ -192,8 +192,8 @@ func TestPriorityGetsConnectionsFirst(t *testing.T) {
 	for _, d := range dlv.dests {
 		order = append(order, strings.TrimSuffix(d.Domain, ".example"))
 	}
-	// The first dispatch may race the enqueue of the batch; after it, all
-	// of hi goes before lo.
+	// The batch is popped at once, so the first round already sees both
+	// queues (the spool may hand out a few before the rest: allow one).
 	if n := strings.Count(strings.Join(order[:6], ","), "hi"); n != 5 {
 		t.Fatalf("delivery order %v: want the 5 hi deliveries within the first 6", order)
 	}

@@ -149,7 +149,7 @@ func (m *Manager) enqueue(due []spool.Due) {
 	defer m.mu.Unlock()
 	for _, d := range due {
 		k, pool := m.route(cfg, d, now)
-		q := m.queueFor(k, pool)
+		q := m.queueFor(cfg, k, pool)
 		q.pending = append(q.pending, d)
 		if q.until.IsZero() {
 			m.setReady(q, true)
@@ -157,10 +157,12 @@ func (m *Manager) enqueue(due []spool.Due) {
 	}
 }
 
-func (m *Manager) queueFor(k qkey, pool string) *queue {
+func (m *Manager) queueFor(cfg *config.Config, k qkey, pool string) *queue {
 	q := m.queues[k]
 	if q == nil {
 		q = &queue{key: k, name: k.Name(), pool: pool, prio: -1, hidx: -1}
+		// Its priority from the start, so its first round already counts.
+		m.setPriority(q, int(cfg.Domain(k.vmta, governingDest(k.dest)).Int("queue-priority")))
 		m.queues[k] = q
 	}
 	if pool != "" {
@@ -279,7 +281,7 @@ func (m *Manager) dispatchQueue(ctx context.Context, cfg *config.Config, q *queu
 		}
 		mode := m.bo.Mode(q.name, now)
 		if q.lim == nil || q.limCfg != cfg || q.limMode != mode {
-			dom := cfg.Domain(q.key.vmta, m.governing(q))
+			dom := cfg.Domain(q.key.vmta, governingDest(q.key.dest))
 			m.setPriority(q, int(dom.Int("queue-priority")))
 			q.lim, q.limCfg, q.limMode = m.limitsFor(cfg, q, dom, mode, totalMax), cfg, mode
 		}
@@ -387,14 +389,14 @@ func (m *Manager) wakeAll() {
 	}
 }
 
-// governing is the domain whose <domain> settings govern q's limits: its
-// own domain, or * for a rolled-up queue (only domains governed by
-// <domain *> alone are rolled up).
-func (m *Manager) governing(q *queue) string {
-	if strings.HasPrefix(q.key.dest, "[") {
+// governingDest is the domain whose <domain> settings govern a queue's
+// limits: its own domain, or * for a rolled-up queue (only domains
+// governed by <domain *> alone are rolled up).
+func governingDest(dest string) string {
+	if strings.HasPrefix(dest, "[") {
 		return "*"
 	}
-	return q.key.dest
+	return dest
 }
 
 // rehome sends q's waiting recipients through routing again (its source
@@ -405,7 +407,7 @@ func (m *Manager) rehome(cfg *config.Config, q *queue, now time.Time) bool {
 	q.pending = nil
 	for _, d := range pending {
 		k, pool := m.route(cfg, d, now)
-		nq := m.queueFor(k, pool)
+		nq := m.queueFor(cfg, k, pool)
 		nq.pending = append(nq.pending, d)
 		if nq != q && nq.until.IsZero() {
 			m.setReady(nq, true)
