@@ -444,3 +444,67 @@ func TestDisableSourceIPMovesTraffic(t *testing.T) {
 		t.Fatalf("changes %v", whats)
 	}
 }
+
+// source-ip-max-smtp-out in <domain *> caps one address over all queues.
+func TestSourceIPMaxSMTPOutAcrossQueues(t *testing.T) {
+	var mu sync.Mutex
+	open, peak := map[int]bool{}, 0
+	f := startFlow(t, vmtasAB+`
+<domain *>
+  route [127.0.0.1]:PORT
+  use-starttls no
+  max-smtp-out 5
+  max-msg-per-connection 1
+  source-ip-max-smtp-out 127.0.0.2 2
+</domain>
+`, smtpsink.Options{Delays: map[smtpsink.Stage]time.Duration{smtpsink.StageAfterData: 30 * time.Millisecond},
+		Func: func(c smtpsink.Call) string {
+			mu.Lock()
+			defer mu.Unlock()
+			switch c.Stage {
+			case smtpsink.StageMail:
+				open[c.Conn] = true
+				peak = max(peak, len(open))
+			case smtpsink.StageAfterData:
+				delete(open, c.Conn)
+			}
+			return ""
+		}})
+	f.submitMany(t, 15, "a", "p%d@x.example")
+	f.submitMany(t, 15, "a", "q%d@y.example")
+	if _, err := f.sink.WaitMessages(30, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if peak != 2 {
+		t.Fatalf("peak %d transactions at once from 127.0.0.2 over two queues, want 2", peak)
+	}
+}
+
+// max-connect-rate paces new connections (max-msg-per-connection 1 makes
+// every message need one).
+func TestMaxConnectRate(t *testing.T) {
+	f := startFlow(t, vmtasAB+`
+<domain *>
+  route [127.0.0.1]:PORT
+  use-starttls no
+  max-msg-per-connection 1
+  max-connect-rate 10/s
+</domain>
+`, smtpsink.Options{})
+	begin := time.Now()
+	f.submitMany(t, 12, "a", "c%d@x.example")
+	if _, err := f.sink.WaitMessages(12, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	conns := f.sink.Connections()
+	if len(conns) < 12 {
+		t.Fatalf("%d connections for 12 messages with max-msg-per-connection 1", len(conns))
+	}
+	sort.Slice(conns, func(i, j int) bool { return conns[i].Start.Before(conns[j].Start) })
+	if d := conns[11].Start.Sub(conns[0].Start); d < 1050*time.Millisecond {
+		t.Fatalf("12 connections within %v, want >= 1.1s at 10/s", d)
+	}
+	t.Logf("12 connections in %v", time.Since(begin))
+}
