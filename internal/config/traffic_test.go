@@ -124,3 +124,29 @@ func TestTrafficConfig(t *testing.T) {
 		}
 	}
 }
+
+func FuzzTrafficValues(f *testing.F) {
+	for _, s := range []string{`/^421 4\.7\.0/ mode=backoff`, `/a\/b/ disable-source-ip reenable-after=1h defer-queue`, `/(/ x`, `//`, "10.0.0.0/8 20/s", "0/0 5", "100M/h", "::1 1/m"} {
+		f.Add(s)
+	}
+	rule, rate, n, vol := lookup(KindPatterns, "reply"), lookup(KindDomain, "source-ip-max-msg-rate"), lookup(KindDomain, "source-ip-max-smtp-out"), lookup(KindDomain, "max-data-volume-rate")
+	f.Fuzz(func(t *testing.T, raw string) {
+		if v, err := parseValue(rule, raw, ""); err == nil {
+			r := v.(PatternRule)
+			if r.Re == nil || (r.Mode == "" && !r.DisableSourceIP && !r.DeferQueue) {
+				t.Fatalf("%q: rule %+v without regex or action", raw, r)
+			}
+		}
+		if v, err := parseValue(rate, raw, ""); err == nil && v.(CIDRRate).Rate.N < 0 {
+			t.Fatalf("%q: negative rate", raw)
+		}
+		if v, err := parseValue(n, raw, ""); err == nil && v.(CIDRInt).N < 0 {
+			t.Fatalf("%q: negative count", raw)
+		}
+		if v, err := parseValue(vol, raw, ""); err == nil {
+			if r := v.(Rate); !r.Unlimited() && (r.N <= 0 || r.Per <= 0) {
+				t.Fatalf("%q: bad volume rate %+v", raw, r)
+			}
+		}
+	})
+}
