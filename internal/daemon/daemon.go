@@ -122,11 +122,15 @@ func (d *Daemon) start(cfg *config.Config) error {
 	d.dlv = vmta.NewDeliverer(vmta.Options{
 		Resolver: d.resolver,
 		Logf:     func(f string, a ...any) { d.logs.Printf("smtp", f, a...) },
+		// Connection-rate limits (max-connect-rate, source-ip-max-connect-rate)
+		// are taken where the connection is opened.
+		Dial: qmgr.ConnectLimitedDial(nil),
 	})
 	d.qm = qmgr.New(qmgr.Options{
 		Spool:    d.sp,
 		Config:   d.store.Current,
 		Deliver:  d.dlv,
+		Resolver: d.resolver, // MX rollup
 		Recorder: d.logs,
 		Logf:     func(f string, a ...any) { d.logs.Printf("qmgr", f, a...) },
 		// Signing converts first what the client would re-encode for the
@@ -332,10 +336,12 @@ func (q *queueAdapter) Enqueue(ctx context.Context, env *smtpd.Envelope, content
 		EnvID:    env.EnvID,
 		SMTPUTF8: env.SMTPUTF8,
 		Body:     env.Body,
-		VMTA:     env.VMTA,
-		Content:  content,
 		Held:     env.Hold, // a milter's quarantine: durable, listed, not delivered
 	}
+	// x-virtual-mta / x-job where the source allows them (then removed),
+	// else the user's or source's default-virtual-mta.
+	cfg := q.d.store.Current()
+	m.VMTA, m.JobID, m.Content = qmgr.InboundRouting(cfg, cfg.Source(env.ClientIP, env.AuthUser), env.AuthUser, content)
 	if m.Arrival.IsZero() {
 		m.Arrival = time.Now()
 	}

@@ -238,7 +238,7 @@ func (l *logs) Record(ev *qmgr.Event) {
 		Orig: ev.Sender, Rcpt: ev.Rcpt, Orcpt: ev.ORCPT,
 		DsnStatus: ev.Class.Status, DsnDiag: acct.SMTPDiag(ev.Reply.String()),
 		BounceCat: ev.Class.Category, SrcType: "smtp",
-		DlvType: "smtp", DlvSize: ev.Size, Vmta: ev.VMTA, Queue: queueName(ev.Queue),
+		DlvType: "smtp", DlvSize: ev.Size, Vmta: ev.VMTA, VmtaPool: ev.VMTAPool, Queue: queueName(ev.Queue),
 		JobID: ev.JobID, EnvID: ev.EnvID, QueueID: ev.QueueID,
 	}
 	if ev.Attempts == 1 {

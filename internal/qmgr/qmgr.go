@@ -392,48 +392,63 @@ func destination(cfg *config.Config, key spool.QueueKey, dom *config.Block) vmta
 			d.Bracketed = d.Bracketed && h.Bracketed
 		}
 	}
-	if src, helo, ok := sourceFor(cfg, key.VMTA); ok {
-		d.SourceIP = src
-		if helo != "" {
-			d.HeloName = helo
+	if b := vmtaBlock(cfg, key.VMTA); b != nil {
+		// One source per address family: each address of the next hop is
+		// dialled from the source of its own family.
+		for _, h := range b.SourceHosts("smtp-source-host") {
+			if h.IP.Is4() && !d.SourceIP4.IsValid() {
+				d.SourceIP4 = h.IP
+				if h.HostName != "" {
+					d.HeloName = h.HostName
+				}
+			} else if !h.IP.Is4() && !d.SourceIP6.IsValid() {
+				d.SourceIP6 = h.IP
+				if h.HostName != "" && !d.SourceIP4.IsValid() {
+					d.HeloName = h.HostName
+				}
+			}
 		}
 	}
 	return d
 }
 
-// sourceFor finds the source address and EHLO name of a virtual MTA, or
-// of the first member of a pool (rotation across members belongs to the
-// virtual-MTA engine). The IPv4 source is preferred when both are set.
-func sourceFor(cfg *config.Config, name string) (netip.Addr, string, bool) {
-	if name == "" {
-		return netip.Addr{}, "", false
-	}
-	b := cfg.VMTA(name)
+// primarySource is the address a virtual MTA is known by for
+// disable-source-ip: its IPv4 source, else its first.
+func primarySource(cfg *config.Config, name string) (netip.Addr, bool) {
+	b := vmtaBlock(cfg, name)
 	if b == nil {
-		for _, p := range cfg.Pools() {
-			if p.Name == name {
-				if members := p.Strings("virtual-mta"); len(members) > 0 {
-					b = cfg.VMTA(members[0])
-				}
-				break
-			}
-		}
-	}
-	if b == nil {
-		return netip.Addr{}, "", false
+		return netip.Addr{}, false
 	}
 	hosts := b.SourceHosts("smtp-source-host")
-	if len(hosts) == 0 {
-		return netip.Addr{}, "", false
-	}
-	best := hosts[0]
 	for _, h := range hosts {
 		if h.IP.Is4() {
-			best = h
+			return h.IP, true
+		}
+	}
+	if len(hosts) > 0 {
+		return hosts[0].IP, true
+	}
+	return netip.Addr{}, false
+}
+
+// vmtaBlock finds a virtual MTA's block, or that of the first member of a
+// pool (the scheduler picks pool members; a queue key names the member).
+func vmtaBlock(cfg *config.Config, name string) *config.Block {
+	if name == "" {
+		return nil
+	}
+	if b := cfg.VMTA(name); b != nil {
+		return b
+	}
+	for _, p := range cfg.Pools() {
+		if p.Name == name {
+			if members := p.Strings("virtual-mta"); len(members) > 0 {
+				return cfg.VMTA(members[0])
+			}
 			break
 		}
 	}
-	return best.IP, best.HostName, true
+	return nil
 }
 
 // deferAll defers every recipient of the group with one local reason.
@@ -451,6 +466,12 @@ func (m *Manager) deferAll(env *spool.Message, group []spool.Due, attempts []int
 // they owe, then reports the events.
 func (m *Manager) finish(cfg *config.Config, env *spool.Message, q *queue, lim *limits, key spool.QueueKey, group []spool.Due, attempts []int, dom *config.Block, retry []time.Duration, lifetime time.Duration, res *vmta.Result, size int64, now time.Time) {
 	m.applyPatterns(cfg, q, lim, dom, res, now)
+	if res.QueueDefer > 0 && m.bo.Mode(q.name, now) != vmta.ModeBackoff {
+		// A 421 from the receiver is about the whole destination: the
+		// recipients waiting for it are held back, not sent into it. A
+		// queue a pattern put in backoff is paced by backoff-* instead.
+		m.deferQueue(q, now.Add(res.QueueDefer), "421 from "+res.Host)
+	}
 	var b spool.Batch
 	events := make([]*Event, 0, len(group))
 	var failed, delayed, relayed []bounce.RcptReport
@@ -482,9 +503,10 @@ func (m *Manager) finish(cfg *config.Config, env *spool.Message, q *queue, lim *
 		case bounce.Delivered:
 			ev.Status = "sent"
 			b.Delivered(env.ID, d.Rcpt, reason)
-			if notify&bounce.NotifySuccess != 0 && bounce.ShouldNotify(env.Sender, notify, bounce.ActionRelayed) {
-				// The client passes NOTIFY on where the next hop offers DSN;
-				// sluice's own success notice is "relayed" (RFC 3464 2.3.3).
+			if notify&bounce.NotifySuccess != 0 && !res.DSN && bounce.ShouldNotify(env.Sender, notify, bounce.ActionRelayed) {
+				// Where the next hop offers DSN the client passed NOTIFY on
+				// and the success notice is its to send; otherwise sluice's
+				// own notice is "relayed" (RFC 3464 2.3.3).
 				report.Action = bounce.ActionRelayed
 				relayed = append(relayed, report)
 				relayedEv = append(relayedEv, ev)

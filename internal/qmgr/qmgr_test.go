@@ -20,6 +20,8 @@ import (
 type fakeDeliverer struct {
 	replies map[string]vmta.Reply
 	delay   time.Duration
+	dsn     bool          // the next hop offers DSN
+	defer_  time.Duration // Result.QueueDefer (a 421)
 
 	mu      sync.Mutex
 	active  map[string]int
@@ -47,7 +49,7 @@ func (f *fakeDeliverer) Deliver(ctx context.Context, dest vmta.Destination, msg 
 	if f.delay > 0 {
 		time.Sleep(f.delay)
 	}
-	res := vmta.Result{Host: "mx." + dest.Domain}
+	res := vmta.Result{Host: "mx." + dest.Domain, DSN: f.dsn, QueueDefer: f.defer_}
 	for _, r := range msg.Rcpts {
 		rep, ok := f.replies[r.Addr]
 		if !ok {
@@ -300,5 +302,51 @@ func TestRetryDelay(t *testing.T) {
 		if d < 9*time.Minute || d > 11*time.Minute {
 			t.Fatalf("jittered delay %v outside ±10%%", d)
 		}
+	}
+}
+
+// NOTIFY=SUCCESS: where the next hop offers DSN the request was passed
+// on and the notice is its to send; otherwise sluice sends "relayed".
+func TestRelayedDSNOnlyWhenNextHopLacksDSN(t *testing.T) {
+	for _, tc := range []struct {
+		dsn  bool
+		want int // deliveries: the message, plus the relayed DSN
+	}{{false, 2}, {true, 1}} {
+		dlv := &fakeDeliverer{dsn: tc.dsn}
+		h := start(t, "", dlv)
+		id := qid.New(time.Now())
+		m := &spool.Message{ID: id, Arrival: time.Now(), Sender: "s@a.example",
+			Recipients: []spool.Recipient{{Addr: "r@b.example", Notify: spool.NotifySuccess}},
+			Content:    []byte("Subject: x\r\n\r\nbody\r\n")}
+		if err := h.sp.Submit(m); err != nil {
+			t.Fatal(err)
+		}
+		h.rec.wait(t, tc.want)
+		time.Sleep(200 * time.Millisecond)
+		if n := dlv.calls.Load(); int(n) != tc.want {
+			t.Errorf("next hop offers DSN=%v: %d deliveries, want %d", tc.dsn, n, tc.want)
+		}
+		if !tc.dsn {
+			dlv.mu.Lock()
+			last := dlv.content[len(dlv.content)-1]
+			dlv.mu.Unlock()
+			if !bytes.Contains(last, []byte("Action: relayed")) {
+				t.Errorf("success notice is not a relayed DSN:\n%s", last)
+			}
+		}
+	}
+}
+
+// A 421 holds back the rest of the queue for Result.QueueDefer.
+func TestQueueDeferOn421(t *testing.T) {
+	dlv := &fakeDeliverer{defer_: time.Hour, replies: map[string]vmta.Reply{"r0@c.example": {Code: 421, Enhanced: "4.7.0", Text: "closing"}}}
+	h := start(t, "<domain c.example>\n max-smtp-out 1\n</domain>\n", dlv)
+	for i := 0; i < 5; i++ {
+		h.submit(t, "s@a.example", time.Now(), fmt.Sprintf("r%d@c.example", i))
+	}
+	h.rec.wait(t, 1)
+	time.Sleep(300 * time.Millisecond)
+	if n := dlv.calls.Load(); n != 1 {
+		t.Fatalf("%d deliveries after a 421, want 1 (the queue is held back)", n)
 	}
 }

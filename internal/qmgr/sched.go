@@ -104,7 +104,7 @@ func (m *Manager) route(cfg *config.Config, d spool.Due, now time.Time) (qkey, s
 			pool = name
 			members := poolMembers(cfg, b)
 			usable := func(n string) bool {
-				src, _, ok := sourceFor(cfg, n)
+				src, ok := primarySource(cfg, n)
 				if !ok {
 					return true
 				}
@@ -444,7 +444,7 @@ func (m *Manager) limitsFor(cfg *config.Config, q *queue, dom *config.Block, mod
 	if v := dom.VolumeRate("max-data-volume-rate"); !v.Unlimited() {
 		lim.volume = vmta.RateTake{Key: "v:" + qn, Rate: vmta.Rate{N: v.N, Per: v.Per}}
 	}
-	if src, _, ok := sourceFor(cfg, q.key.vmta); ok {
+	if src, ok := primarySource(cfg, q.key.vmta); ok {
 		lim.src = src
 		ip := src.String()
 		// A line in <domain *> limits the address over all queues; one in
