@@ -24,6 +24,9 @@ type logs struct {
 	mu   sync.RWMutex
 	ml   *maillog.Log
 	acct []*acct.Writer
+
+	tlsMu   sync.Mutex
+	tlsSeen *vmta.Result // the delivery whose TLS line was logged last
 }
 
 func openLogs(cfg *config.Config) (*logs, error) {
@@ -214,6 +217,7 @@ func (l *logs) Record(ev *qmgr.Event) {
 		reason = maillog.Said(host, ip, reason, stageCommand[ev.Stage])
 	}
 	if ml := l.log(); ml != nil {
+		l.logTLS(ml, res, host, ip, port)
 		line := maillog.DeliveryLine{
 			QueueID: ev.QueueID, To: ev.Rcpt, RelayHost: host, RelayIP: ip, RelayPort: port,
 			Delay: ev.Logged.Sub(ev.Arrival), DSN: ev.Class.Status, Status: ev.Status, Reason: reason,
@@ -261,6 +265,22 @@ func (l *logs) Record(ev *qmgr.Event) {
 		r.Type, r.DsnAction = acct.TypeBounced, acct.ActionFailed
 	}
 	l.writeAcct(r)
+}
+
+// logTLS writes Postfix's line for a new TLS connection, once per
+// delivery (the events of one delivery share its Result) and not for a
+// reused connection, whose handshake was logged when it was opened.
+func (l *logs) logTLS(ml *maillog.Log, res *vmta.Result, host, ip string, port int) {
+	if res == nil || res.TLSVersion == "" || res.Reused {
+		return
+	}
+	l.tlsMu.Lock()
+	seen := l.tlsSeen == res
+	l.tlsSeen = res
+	l.tlsMu.Unlock()
+	if !seen {
+		ml.Printf("smtp", "Untrusted TLS connection established to %s:%d: %s with cipher %s", maillog.Client(host, ip), port, res.TLSVersion, res.TLSCipher)
+	}
 }
 
 // queueName is PowerMTA's "domain/vmta" queue name.
