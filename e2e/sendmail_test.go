@@ -166,3 +166,22 @@ func TestSubmissionWhileDaemonDown(t *testing.T) {
 		t.Errorf("maildrop file not removed after pickup")
 	}
 }
+
+// TestSendmailBS: `sendmail -bs` speaks SMTP on stdin/stdout and the
+// message it is given is delivered.
+func TestSendmailBS(t *testing.T) {
+	sink := smtpsink.Start(t, smtpsink.Options{})
+	d := sluicetest.Start(t, sluicetest.Options{Config: routes(sink.Port(), "")})
+	conv := "EHLO client.test\r\nMAIL FROM:<a@sender.test>\r\nRCPT TO:<bs@rcpt.test>\r\nDATA\r\nSubject: via -bs\r\n\r\nhello over stdin\r\n.\r\nQUIT\r\n"
+	out, code := run(t, d, conv, nil, "sendmail", "-bs")
+	if code != 0 || !strings.Contains(out, "250 2.0.0 Ok: queued as") || !strings.HasPrefix(out, "220 ") {
+		t.Fatalf("sendmail -bs: exit %d:\n%s", code, out)
+	}
+	msgs, err := sink.WaitMessages(1, 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := msgs[0].Recipients(); len(r) != 1 || r[0] != "bs@rcpt.test" || !bytes.Contains(msgs[0].Data, []byte("hello over stdin")) {
+		t.Errorf("delivered %v:\n%s", r, msgs[0].Data)
+	}
+}

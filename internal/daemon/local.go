@@ -191,3 +191,10 @@ func notFound(err error) error {
 	}
 	return err
 }
+
+// ServeLocalSMTP serves `sendmail -bs`: an SMTP session on the control
+// connection, with the policy the config gives loopback clients.
+func (b *localBackend) ServeLocalSMTP(ctx context.Context, conn net.Conn, uid uint32, login string) error {
+	b.d.smtp.ServeLocal(conn)
+	return nil
+}
