@@ -2,11 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
-	"encoding/base64"
-	"encoding/pem"
 	"fmt"
 	"net"
 	"net/smtp"
@@ -17,100 +12,20 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	gomilter "github.com/emersion/go-milter"
 
 	"github.com/sluicemta/sluice/internal/testutil"
+	"github.com/sluicemta/sluice/internal/testutil/milterpeers"
 	"github.com/sluicemta/sluice/internal/testutil/sluicetest"
 	"github.com/sluicemta/sluice/internal/testutil/smtpsink"
 )
 
-// startOpenDKIM runs a real OpenDKIM in signing mode for sender.test on a
-// unix socket in a temp dir; it returns the socket and the key's TXT record.
-func startOpenDKIM(t *testing.T) (socket, txt string) {
-	t.Helper()
-	bin := testutil.NeedCommand(t, "opendkim")
-	genkey := testutil.NeedCommand(t, "opendkim-genkey")
-	// A short directory: the socket path must fit sun_path.
-	dir, err := os.MkdirTemp("", "odk")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if out, err := exec.Command(genkey, "-D", dir, "-d", "sender.test", "-s", "sel", "-b", "1024").CombinedOutput(); err != nil {
-		t.Fatalf("opendkim-genkey: %v\n%s", err, out)
-	}
-	rec, err := os.ReadFile(filepath.Join(dir, "sel.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range regexp.MustCompile(`"([^"]*)"`).FindAllStringSubmatch(string(rec), -1) {
-		txt += m[1]
-	}
-	sock := filepath.Join(dir, "odk.sock")
-	conf := filepath.Join(dir, "opendkim.conf")
-	err = os.WriteFile(conf, []byte(strings.Join([]string{
-		"Domain sender.test",
-		"Selector sel",
-		"KeyFile " + filepath.Join(dir, "sel.private"),
-		"Socket local:" + sock,
-		"Mode s",
-		"Canonicalization simple/simple",
-		"Syslog no",
-		"InternalHosts 127.0.0.1",
-		"RequireSafeKeys no", // the temp dir is under world-writable /tmp
-		"PidFile " + filepath.Join(dir, "pid"),
-		"",
-	}, "\n")), 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "-x", conf, "-f")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	for i := 0; ; i++ {
-		if _, err := os.Stat(sock); err == nil {
-			break
-		}
-		if i > 100 {
-			t.Fatalf("opendkim did not create %s: %s", sock, stderr.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return "unix:" + sock, txt
-}
-
-// dkimVerify checks msg with python3-dkim, serving the test key itself.
-func dkimVerify(t *testing.T, msg []byte, txt string) bool {
-	t.Helper()
-	py := testutil.NeedPython(t)
-	f := filepath.Join(t.TempDir(), "msg.eml")
-	if err := os.WriteFile(f, msg, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	script := `
-import sys, dkim
-txt = sys.argv[2].encode()
-def dnsfunc(name, timeout=5):
-    return txt if name in (b"sel._domainkey.sender.test.", b"sel._domainkey.sender.test") else None
-print("PASS" if dkim.verify(open(sys.argv[1], "rb").read(), dnsfunc=dnsfunc) else "FAIL")
-`
-	out, err := exec.Command(py, "-c", script, f, txt).CombinedOutput()
-	if err != nil {
-		t.Fatalf("python3 dkim: %v\n%s", err, out)
-	}
-	return strings.TrimSpace(string(out)) == "PASS"
-}
+// senderDKIM is the OpenDKIM the e2e tests sign with: sender.test's key,
+// simple/simple so that any byte sluiced changes breaks the signature.
+var senderDKIM = milterpeers.OpenDKIMOptions{Domain: "sender.test", Canonicalization: "simple/simple"}
 
 // milterSource gives 127.0.0.1 (the e2e client) its own <source> naming
 // the milters; the generated 127.0.0.0/8 one stays for everything else.
@@ -127,7 +42,7 @@ func milterSource(milters, blocks string) string {
 // real OpenDKIM as smtpd milter reaches the next hop with a signature
 // that verifies, over the exact bytes delivered.
 func TestOpenDKIMSignsRelayedMail(t *testing.T) {
-	sock, txt := startOpenDKIM(t)
+	sock, key := milterpeers.StartOpenDKIM(t, senderDKIM)
 	sink := smtpsink.Start(t, smtpsink.Options{})
 	d := sluicetest.Start(t, sluicetest.Options{Config: routes(sink.Port(), milterSource("opendkim", `
 <milter opendkim>
@@ -157,12 +72,12 @@ func TestOpenDKIMSignsRelayedMail(t *testing.T) {
 	if sig := regexp.MustCompile(`h=([^;]*);`).FindSubmatch(m); sig == nil || bytes.Contains(bytes.ToLower(sig[1]), []byte("received")) {
 		t.Errorf("signed headers %q: our hidden Received must not be among them", sig)
 	}
-	if !dkimVerify(t, m, txt) {
+	if !milterpeers.DKIMVerify(t, m, key) {
 		t.Fatalf("signature does not verify:\n%s", m)
 	}
 	// The check can fail: one changed byte in a signed header breaks it.
 	tampered := bytes.Replace(m, []byte("a  folded"), []byte("a folded"), 1)
-	if bytes.Equal(tampered, m) || dkimVerify(t, tampered, txt) {
+	if bytes.Equal(tampered, m) || milterpeers.DKIMVerify(t, tampered, key) {
 		t.Fatal("tampered message verifies; the check proves nothing")
 	}
 }
@@ -405,137 +320,12 @@ func TestMilterActions(t *testing.T) {
 	}
 }
 
-// startRspamd runs rspamd's proxy worker in milter mode with only the ARC
-// module (and the dkim module it needs), sealing for sender.test: the
-// README's ARC recipe plus what a test needs (temp paths, DNS to a closed
-// port, a four-entry TLD list because compiling the real one takes a minute).
-func startRspamd(t *testing.T) (socket, txt string) {
-	t.Helper()
-	bin := testutil.NeedCommand(t, "rspamd")
-	dir, err := os.MkdirTemp("", "rsp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	key, err := rsa.GenerateKey(rand.Reader, 1024)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pemKey := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})
-	if err := os.WriteFile(filepath.Join(dir, "arc.key"), pemKey, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	pub, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	txt = "v=DKIM1; k=rsa; p=" + base64.StdEncoding.EncodeToString(pub)
-	if err := os.WriteFile(filepath.Join(dir, "tld.dat"), []byte("org\nnet\ncom\ntest\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	sock := filepath.Join(dir, "proxy.sock")
-	conf := strings.NewReplacer("@DIR@", dir).Replace(`
-lua = "$RULESDIR/rspamd.lua"
-modules { path = "${PLUGINSDIR}"; }
-options {
-  pidfile = "@DIR@/rspamd.pid";
-  filters = "dkim";
-  dns { nameserver = ["127.0.0.1:9"]; timeout = 0.2s; retransmits = 1; }
-  local_addrs = [127.0.0.0/8];
-  url_tld = "@DIR@/tld.dat";
-  cache_file = "@DIR@/symbols.cache";
-  dynamic_conf = "@DIR@/dyn";
-  history_file = "@DIR@/history";
-  hs_cache_dir = "@DIR@/";
-  control_socket = "@DIR@/ctl.sock mode=0600";
-  stats_file = "@DIR@/stats.ucl";
-  tempdir = "@DIR@";
-  explicit_modules = [];
-}
-logging { type = "console"; level = "error"; }
-worker "rspamd_proxy" {
-  bind_socket = "@DIR@/proxy.sock mode=0600";
-  milter = yes;
-  timeout = 30s;
-  count = 1;
-  upstream "local" { default = yes; self_scan = yes; }
-}
-dkim { }
-actions { reject = 1000; add_header = 999; greylist = 998; }
-arc {
-  sign_local = true;
-  sign_inbound = true;
-  use_domain = "header";
-  use_esld = false;
-  allow_hdrfrom_mismatch = true;
-  allow_username_mismatch = true;
-  domain { sender.test { path = "@DIR@/arc.key"; selector = "sel"; } }
-}
-`)
-	confPath := filepath.Join(dir, "rspamd.conf")
-	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "-f", "-i", "-c", confPath, "-u", "root", "-g", "root")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-	})
-	for i := 0; ; i++ {
-		if _, err := os.Stat(sock); err == nil {
-			return "unix:" + sock, txt
-		}
-		select {
-		case <-done:
-			t.Fatalf("rspamd exited:\n%s", out.String())
-		case <-time.After(100 * time.Millisecond):
-		}
-		if i > 300 {
-			t.Fatalf("rspamd did not create %s:\n%s", sock, out.String())
-		}
-	}
-}
-
-func arcVerify(t *testing.T, msg []byte, txt string) string {
-	t.Helper()
-	py := testutil.NeedPython(t)
-	f := filepath.Join(t.TempDir(), "msg.eml")
-	if err := os.WriteFile(f, msg, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	script := `
-import sys, dkim
-txt = sys.argv[2].encode()
-def dnsfunc(name, timeout=5):
-    return txt if name in (b"sel._domainkey.sender.test.", b"sel._domainkey.sender.test") else None
-cv, results, why = dkim.arc_verify(open(sys.argv[1], "rb").read(), dnsfunc=dnsfunc)
-print(cv.decode(), why)
-`
-	out, err := exec.Command(py, "-c", script, f, txt).CombinedOutput()
-	if err != nil {
-		t.Fatalf("python3 dkim.arc_verify: %v\n%s", err, out)
-	}
-	return strings.TrimSpace(string(out))
-}
-
 // TestRspamdARCAfterOpenDKIM is the README's ARC recipe through sluiced:
 // OpenDKIM signs, rspamd seals, the next hop gets a message whose DKIM
 // signature and ARC chain both verify.
 func TestRspamdARCAfterOpenDKIM(t *testing.T) {
-	rsock, arcTXT := startRspamd(t)
-	dsock, dkimTXT := startOpenDKIM(t)
+	rsock, arcKey := milterpeers.StartRspamd(t, milterpeers.RspamdOptions{Domain: "sender.test"})
+	dsock, dkimKey := milterpeers.StartOpenDKIM(t, senderDKIM)
 	sink := smtpsink.Start(t, smtpsink.Options{})
 	d := sluicetest.Start(t, sluicetest.Options{Config: routes(sink.Port(), milterSource("opendkim,rspamd", `
 <milter opendkim>
@@ -564,13 +354,13 @@ func TestRspamdARCAfterOpenDKIM(t *testing.T) {
 			t.Fatalf("no %s header at the sink:\n%s", h, m)
 		}
 	}
-	if got := arcVerify(t, m, arcTXT); !strings.HasPrefix(got, "pass") {
+	if got := milterpeers.ARCVerify(t, m, arcKey); !strings.HasPrefix(got, "pass") {
 		t.Errorf("ARC chain: %s\n%s", got, m)
 	}
-	if !dkimVerify(t, m, dkimTXT) {
+	if !milterpeers.DKIMVerify(t, m, dkimKey) {
 		t.Errorf("DKIM signature broken after sealing:\n%s", m)
 	}
-	if got := arcVerify(t, bytes.Replace(m, []byte("sealed body"), []byte("sealed bodY"), 1), arcTXT); strings.HasPrefix(got, "pass") {
+	if got := milterpeers.ARCVerify(t, bytes.Replace(m, []byte("sealed body"), []byte("sealed bodY"), 1), arcKey); strings.HasPrefix(got, "pass") {
 		t.Errorf("tampered message passes ARC (%s): the check proves nothing", got)
 	}
 }

@@ -3,97 +3,12 @@ package milter
 import (
 	"bytes"
 	"context"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/sluicemta/sluice/internal/testutil"
+	"github.com/sluicemta/sluice/internal/testutil/milterpeers"
 )
-
-// startOpenDKIM runs a real OpenDKIM in signing mode on a unix socket in
-// a temp dir and returns the socket and the DNS TXT record of its key.
-func startOpenDKIM(t *testing.T, canon string) (socket, txt string) {
-	t.Helper()
-	bin := testutil.NeedCommand(t, "opendkim")
-	genkey := testutil.NeedCommand(t, "opendkim-genkey")
-	dir := t.TempDir()
-	if out, err := exec.Command(genkey, "-D", dir, "-d", "example.org", "-s", "sel", "-b", "1024").CombinedOutput(); err != nil {
-		t.Fatalf("opendkim-genkey: %v\n%s", err, out)
-	}
-	rec, err := os.ReadFile(filepath.Join(dir, "sel.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	// sel._domainkey IN TXT ( "v=DKIM1; ..." "p=..." ) ; comment
-	for _, m := range regexp.MustCompile(`"([^"]*)"`).FindAllStringSubmatch(string(rec), -1) {
-		txt += m[1]
-	}
-	sock := filepath.Join(dir, "odk.sock")
-	conf := filepath.Join(dir, "opendkim.conf")
-	err = os.WriteFile(conf, []byte(strings.Join([]string{
-		"Domain example.org",
-		"Selector sel",
-		"KeyFile " + filepath.Join(dir, "sel.private"),
-		"Socket local:" + sock,
-		"Mode s",
-		"Canonicalization " + canon,
-		"Syslog no",
-		"InternalHosts 127.0.0.1",
-		"RequireSafeKeys no", // the temp dir lives under world-writable /tmp
-		"PidFile " + filepath.Join(dir, "pid"),
-		"",
-	}, "\n")), 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "-x", conf, "-f")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	for i := 0; ; i++ {
-		if _, err := os.Stat(sock); err == nil {
-			break
-		}
-		if i > 100 {
-			t.Fatalf("opendkim did not create %s: %s", sock, stderr.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return "unix:" + sock, txt
-}
-
-// dkimVerify checks msg with python3-dkim, answering the key lookup itself.
-func dkimVerify(t *testing.T, msg []byte, txt string) bool {
-	t.Helper()
-	py := testutil.NeedPython(t)
-	f := filepath.Join(t.TempDir(), "msg.eml")
-	if err := os.WriteFile(f, msg, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	script := `
-import sys, dkim
-txt = sys.argv[2].encode()
-def dnsfunc(name, timeout=5):
-    return txt if name in (b"sel._domainkey.example.org.", b"sel._domainkey.example.org") else None
-ok = dkim.verify(open(sys.argv[1], "rb").read(), dnsfunc=dnsfunc)
-print("PASS" if ok else "FAIL")
-`
-	out, err := exec.Command(py, "-c", script, f, txt).CombinedOutput()
-	if err != nil {
-		t.Fatalf("python3 dkim: %v\n%s", err, out)
-	}
-	return strings.TrimSpace(string(out)) == "PASS"
-}
 
 func render(h []HeaderField, body []byte) []byte {
 	var b bytes.Buffer
@@ -120,7 +35,7 @@ const dkimBody = "Hello Bob,\r\n\r\ntrailing spaces here   \r\n.dot line\r\n"
 func TestOpenDKIMSigns(t *testing.T) {
 	for _, canon := range []string{"simple/simple", "relaxed/relaxed"} {
 		t.Run(canon, func(t *testing.T) {
-			sock, txt := startOpenDKIM(t, canon)
+			sock, key := milterpeers.StartOpenDKIM(t, milterpeers.OpenDKIMOptions{Canonicalization: canon})
 			c := mustChain(t, Config{Name: "opendkim", Socket: sock, CommandTimeout: 10 * time.Second, ContentTimeout: 10 * time.Second})
 			ctx := context.Background()
 			res, err := c.Filter(ctx, LocalConnInfo(), "alice@example.org", []Recipient{{Addr: "bob@example.net"}},
@@ -145,14 +60,14 @@ func TestOpenDKIMSigns(t *testing.T) {
 			}
 			msg := render(res.Header, []byte(dkimBody))
 			t.Logf("signed:\n%s", msg)
-			if !dkimVerify(t, msg, txt) {
+			if !milterpeers.DKIMVerify(t, msg, key) {
 				t.Fatalf("signature does not verify:\n%s", msg)
 			}
 			// Control: the verifier does notice a changed header, so the
 			// pass above means the milter saw the raw bytes we deliver.
 			if canon == "simple/simple" {
 				tampered := bytes.Replace(msg, []byte("a  folded\r\n\tsubject"), []byte("a folded\r\n\tsubject"), 1)
-				if dkimVerify(t, tampered, txt) {
+				if milterpeers.DKIMVerify(t, tampered, key) {
 					t.Fatal("tampered message verifies; the check proves nothing")
 				}
 			}
@@ -163,7 +78,7 @@ func TestOpenDKIMSigns(t *testing.T) {
 // TestOpenDKIMOverSMTPSession signs two messages in one SMTP session, the
 // second after an RSET, over one milter connection.
 func TestOpenDKIMOverSMTPSession(t *testing.T) {
-	sock, txt := startOpenDKIM(t, "simple/simple")
+	sock, key := milterpeers.StartOpenDKIM(t, milterpeers.OpenDKIMOptions{Canonicalization: "simple/simple"})
 	c := mustChain(t, Config{Name: "opendkim", Socket: sock, CommandTimeout: 10 * time.Second, ContentTimeout: 10 * time.Second})
 	s, d := c.Begin(context.Background(), ConnInfo{Hostname: "localhost", Addr: "127.0.0.1", Port: 40000, Helo: "client.test"})
 	defer s.Close()
@@ -189,7 +104,7 @@ func TestOpenDKIMOverSMTPSession(t *testing.T) {
 		if err != nil || res.Decision.Verdict != Continue {
 			t.Fatal(res.Decision, err)
 		}
-		if !dkimVerify(t, render(res.Header, []byte(dkimBody)), txt) {
+		if !milterpeers.DKIMVerify(t, render(res.Header, []byte(dkimBody)), key) {
 			t.Fatalf("message %d: signature does not verify", i+1)
 		}
 	}

@@ -3,18 +3,13 @@ package daemon
 import (
 	"bytes"
 	"context"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/sluicemta/sluice/internal/config"
 	"github.com/sluicemta/sluice/internal/smtpd"
-	"github.com/sluicemta/sluice/internal/testutil"
+	"github.com/sluicemta/sluice/internal/testutil/milterpeers"
 	"github.com/sluicemta/sluice/milter"
 	"github.com/sluicemta/sluice/spool"
 )
@@ -118,7 +113,7 @@ func TestFilterResultMapping(t *testing.T) {
 // TestFilterLocalOpenDKIM runs a sendmail-style message through a real
 // OpenDKIM as a non-smtpd milter and checks the signature.
 func TestFilterLocalOpenDKIM(t *testing.T) {
-	sock, txt := startOpenDKIM(t)
+	sock, key := milterpeers.StartOpenDKIM(t, milterpeers.OpenDKIMOptions{})
 	cfg := parse(t, "<milter odk>\n socket "+sock+"\n command-timeout 10s\n content-timeout 10s\n</milter>\nnon-smtpd-milters odk\n")
 	ch, err := newMilterChains(cfg, nil).chain(cfg.Global().Strings("non-smtpd-milters"))
 	if err != nil {
@@ -137,81 +132,14 @@ func TestFilterLocalOpenDKIM(t *testing.T) {
 	if !bytes.Contains(out.Content, []byte("DKIM-Signature:")) || !bytes.Contains(out.Content, []byte(recv)) {
 		t.Fatalf("content:\n%s", out.Content)
 	}
-	if !dkimVerify(t, out.Content, txt) {
+	if !milterpeers.DKIMVerify(t, out.Content, key) {
 		t.Fatalf("signature does not verify:\n%s", out.Content)
 	}
-	if dkimVerify(t, bytes.Replace(out.Content, []byte("a  local"), []byte("a local"), 1), txt) {
+	if milterpeers.DKIMVerify(t, bytes.Replace(out.Content, []byte("a  local"), []byte("a local"), 1), key) {
 		t.Fatal("tampered message verifies")
 	}
 	// No chain: the message passes unchanged.
 	if same, err := filterLocal(context.Background(), nil, "mx.test", "Q2", in, true); err != nil || !bytes.Equal(same.Content, in.Content) {
 		t.Fatalf("without milters: %v", err)
 	}
-}
-
-func startOpenDKIM(t *testing.T) (socket, txt string) {
-	t.Helper()
-	bin := testutil.NeedCommand(t, "opendkim")
-	genkey := testutil.NeedCommand(t, "opendkim-genkey")
-	dir, err := os.MkdirTemp("", "odk")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if out, err := exec.Command(genkey, "-D", dir, "-d", "example.org", "-s", "sel", "-b", "1024").CombinedOutput(); err != nil {
-		t.Fatalf("opendkim-genkey: %v\n%s", err, out)
-	}
-	rec, err := os.ReadFile(filepath.Join(dir, "sel.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range regexp.MustCompile(`"([^"]*)"`).FindAllStringSubmatch(string(rec), -1) {
-		txt += m[1]
-	}
-	sock := filepath.Join(dir, "odk.sock")
-	conf := filepath.Join(dir, "opendkim.conf")
-	if err := os.WriteFile(conf, []byte(strings.Join([]string{
-		"Domain example.org", "Selector sel", "KeyFile " + filepath.Join(dir, "sel.private"),
-		"Socket local:" + sock, "Mode s", "Canonicalization simple/simple", "Syslog no",
-		"InternalHosts 127.0.0.1", "RequireSafeKeys no", "PidFile " + filepath.Join(dir, "pid"), "",
-	}, "\n")), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "-x", conf, "-f")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	for i := 0; ; i++ {
-		if _, err := os.Stat(sock); err == nil {
-			return "unix:" + sock, txt
-		}
-		if i > 100 {
-			t.Fatalf("opendkim did not create %s: %s", sock, stderr.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func dkimVerify(t *testing.T, msg []byte, txt string) bool {
-	t.Helper()
-	py := testutil.NeedPython(t)
-	f := filepath.Join(t.TempDir(), "msg.eml")
-	if err := os.WriteFile(f, msg, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	script := `
-import sys, dkim
-txt = sys.argv[2].encode()
-def dnsfunc(name, timeout=5):
-    return txt if name in (b"sel._domainkey.example.org.", b"sel._domainkey.example.org") else None
-print("PASS" if dkim.verify(open(sys.argv[1], "rb").read(), dnsfunc=dnsfunc) else "FAIL")
-`
-	out, err := exec.Command(py, "-c", script, f, txt).CombinedOutput()
-	if err != nil {
-		t.Fatalf("python3 dkim: %v\n%s", err, out)
-	}
-	return strings.TrimSpace(string(out)) == "PASS"
 }
