@@ -121,6 +121,28 @@ func TestMailqAndPostsuper(t *testing.T) {
 	if out, code := run(t, d, "", nil, "postsuper", "-d", id[1]); code != 0 || !strings.Contains(out, "Deleted: 1 message") {
 		t.Fatalf("postsuper -d: %d %s", code, out)
 	}
+	// postsuper -e: a second deferred message expires at once, with a DSN.
+	if out, code := run(t, d, "Subject: q2\n\nbody\n", nil, "sendmail", "-f", "a@sender.test", "y@rcpt2.test"); code != 0 {
+		t.Fatalf("sendmail: %d %s", code, out)
+	}
+	if _, err := d.WaitAcct("t", 2, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	out, _ = run(t, d, "", nil, "mailq")
+	id2 := regexp.MustCompile(`(?m)^([0-9B-Zb-z]{16})[*!]?\s`).FindStringSubmatch(out)
+	if id2 == nil {
+		t.Fatalf("mailq:\n%s", out)
+	}
+	if out, code := run(t, d, "", nil, "postsuper", "-e", id2[1]); code != 0 || !strings.Contains(out, "expired") {
+		t.Fatalf("postsuper -e: %d %s", code, out)
+	}
+	msgs, err := sink.WaitMessages(1, 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msgs[0].From != "" || !bytes.Contains(msgs[0].Data, []byte("Final-Recipient: rfc822; y@rcpt2.test")) {
+		t.Errorf("no DSN for the expired message: from <%s>\n%s", msgs[0].From, msgs[0].Data)
+	}
 	if out, _ := run(t, d, "", nil, "mailq"); strings.TrimSpace(out) != "Mail queue is empty" {
 		t.Errorf("after delete: %q", out)
 	}

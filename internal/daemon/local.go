@@ -178,6 +178,8 @@ func (b *localBackend) Apply(ctx context.Context, a compat.PostsuperAction, id s
 		err = sp.Release(id)
 	case compat.ActRequeue:
 		err = sp.Reschedule(id)
+	case compat.ActExpire:
+		err = b.d.qm.Expire(id)
 	default:
 		return compat.Exitf(compat.ExitUnavailable, "postsuper -%c is not supported by sluice", byte(a))
 	}

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/sluicemta/sluice/internal/bounce"
 	"github.com/sluicemta/sluice/spool"
 	"github.com/sluicemta/sluice/vmta"
 )
@@ -247,4 +248,49 @@ func (m *Manager) Queues() []QueueInfo {
 		out[i].Paused = m.paused.has(pauseQueue, out[i].Name) || m.paused.has(pauseVMTA, out[i].VMTA) || m.paused.has(pauseVMTA, out[i].Pool)
 	}
 	return out
+}
+
+// Expire gives up on every unfinished recipient of message id now, as
+// `postsuper -e`: the recipients are marked expired and the sender gets
+// one DSN for them (a double bounce to the postmaster for null-sender
+// mail), committed together. Recipients in flight get their outcome from
+// that delivery instead. It returns spool.ErrNotFound for an unknown id.
+func (m *Manager) Expire(id string) error {
+	env, states, err := m.sp.Envelope(id)
+	if err != nil {
+		return err
+	}
+	cfg := m.opt.Config()
+	now := m.opt.Now()
+	postmaster := postmasterOf(cfg)
+	var b spool.Batch
+	var reports []bounce.RcptReport
+	for i, st := range states {
+		if st.Status.Finished() || st.Active {
+			continue
+		}
+		r := env.Recipients[i]
+		b.Expired(id, i, "message expired by the administrator")
+		if m.owesFailureNotice(env, r.Addr, bounce.NotifyFlags(r.Notify), postmaster) {
+			reports = append(reports, bounce.RcptReport{
+				Final: r.Addr, Original: r.ORCPT, Action: bounce.ActionFailed, Status: "5.4.7",
+				Diagnostic: "X-Sluice; message expired by the administrator", LastAttempt: now,
+			})
+		}
+	}
+	if b.Len() == 0 {
+		return nil
+	}
+	if len(reports) > 0 {
+		dsn, err := m.buildDSN(cfg, env, reports, postmaster, now)
+		if err != nil {
+			return fmt.Errorf("qmgr: expire %s: %w", id, err)
+		}
+		b.Submit(dsn, true)
+	}
+	if err := m.sp.Commit(&b); err != nil {
+		return fmt.Errorf("qmgr: expire %s: %w", id, err)
+	}
+	m.logf("qmgr: %s: expired by the administrator (%d recipients)", id, b.Len()-min(1, len(reports)))
+	return nil
 }

@@ -350,3 +350,35 @@ func TestQueueDeferOn421(t *testing.T) {
 		t.Fatalf("%d deliveries after a 421, want 1 (the queue is held back)", n)
 	}
 }
+
+// postsuper -e: every waiting recipient expires at once, with one DSN.
+func TestExpireByAdministrator(t *testing.T) {
+	dlv := &fakeDeliverer{replies: map[string]vmta.Reply{
+		"a@slow.example": {Code: 451, Enhanced: "4.4.1", Text: "later"},
+		"b@slow.example": {Code: 451, Enhanced: "4.4.1", Text: "later"},
+	}}
+	h := start(t, "", dlv)
+	id := h.submit(t, "s@a.example", time.Now(), "a@slow.example", "b@slow.example")
+	h.rec.wait(t, 2) // both deferred
+	if err := h.m.Expire(id); err != nil {
+		t.Fatal(err)
+	}
+	evs := h.rec.wait(t, 3) // the DSN is delivered
+	if evs[2].Rcpt != "s@a.example" || evs[2].Sender != "" {
+		t.Fatalf("DSN event %+v", evs[2])
+	}
+	h.dlv.mu.Lock()
+	dsn := h.dlv.content[len(h.dlv.content)-1]
+	h.dlv.mu.Unlock()
+	for _, want := range []string{"Final-Recipient: rfc822; a@slow.example", "Final-Recipient: rfc822; b@slow.example", "Status: 5.4.7"} {
+		if !bytes.Contains(dsn, []byte(want)) {
+			t.Errorf("DSN lacks %q:\n%s", want, dsn)
+		}
+	}
+	if _, _, err := h.sp.Envelope(id); err == nil {
+		t.Error("the expired message is still queued")
+	}
+	if err := h.m.Expire(id); err == nil {
+		t.Error("expiring a finished message succeeded")
+	}
+}
