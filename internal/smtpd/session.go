@@ -91,6 +91,11 @@ type session struct {
 	// goroutine and go-smtp may Reset the transaction (RSET, EHLO, a chunk
 	// over the size limit) while it still runs.
 	dataActive atomic.Bool
+	// bdatAbandoned is set by Data when go-smtp closed its chunk pipe
+	// (RSET or a new MAIL mid-BDAT). go-smtp closes the pipe BEFORE it
+	// calls Reset, so Data may have returned by then: dataActive alone
+	// would miss the abandoned transfer.
+	bdatAbandoned atomic.Bool
 }
 
 func (s *session) event(kind EventKind) Event {
@@ -369,6 +374,9 @@ func (s *session) Data(r io.Reader) error {
 	s.sc.dataMode(s.s.DataTimeout)
 	content, err := readContent(r, max, snap.policy.NormalizeBareNewlines)
 	s.sc.dataMode(0)
+	if errors.Is(err, smtp.ErrDataReset) {
+		s.bdatAbandoned.Store(true) // before dataActive clears (deferred)
+	}
 	if err != nil {
 		var se *smtp.SMTPError
 		if !errors.As(err, &se) {
@@ -489,7 +497,7 @@ func (s *session) Reset() {
 	if s.filter != nil {
 		s.filter.abort()
 	}
-	if s.dataActive.Load() {
+	if s.dataActive.Load() || s.bdatAbandoned.Swap(false) {
 		// go-smtp v0.25.1 lets the abandoned BDAT goroutine deliver its
 		// result on whichever channel the NEXT BDAT transaction has made,
 		// so that transaction could be answered with the old result after
