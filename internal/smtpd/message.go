@@ -116,6 +116,8 @@ func dataReadError(err error) error {
 		return errLineTooLong
 	case isTimeout(err):
 		return errDataTimeout
+	case errors.Is(err, smtp.ErrDataReset):
+		return err // the transfer was abandoned: Data records it for Reset
 	}
 	return errDataRead
 }
