@@ -34,6 +34,7 @@ const (
 	TVolumeRate                   // SIZE/UNIT, e.g. 100M/h
 	TPatternRule                  // /REGEX/ ACTION...
 	TDomainKey                    // SELECTOR,DOMAIN,KEYFILE (key loaded at Load; domainkey.go)
+	TPathPair                     // DIR BADMAIL-DIR, two absolute paths (pickup.go)
 )
 
 func (t Type) String() string {
@@ -82,6 +83,8 @@ func (t Type) String() string {
 		return "/REGEX/ ACTION..."
 	case TDomainKey:
 		return "SELECTOR,DOMAIN,KEYFILE"
+	case TPathPair:
+		return "DIR BADMAIL-DIR"
 	}
 	return "?"
 }
@@ -176,6 +179,7 @@ var Directives = []Directive{
 	{Name: "run-as-user", Arg: "USER", Restart: true, Blocks: global, Type: TString, Default: "sluice", Doc: "(sluice) Unprivileged user the daemon runs as."},
 	{Name: "control-socket", Arg: "PATH", Restart: true, Blocks: global, Type: TString, Default: "/run/sluice/control.sock", Doc: "(sluice) Unix socket the sluice CLI and sendmail talk to."},
 	{Name: "maildrop", Arg: "DIR", Restart: true, Blocks: global, Type: TString, Default: "/var/spool/pmta/maildrop", Doc: "(sluice) Directory sendmail's setgid helper writes to while the daemon is down (mode 1730); picked up at start and while running. Bad files go to DIR.bad."},
+	{Name: "pickup", Arg: "DIR BADMAIL-DIR", Restart: true, Blocks: global, Type: TPathPair, Repeatable: true, Doc: "(PowerMTA) Queue the message files dropped in DIR (absolute path): each begins with one x-sender: and one or more x-receiver: header lines giving the envelope, which are removed; missing Date and Message-Id are added. A file is taken when its name appears (write it under a name starting with \".\" or ending in \".tmp\", then rename it), and DIR is scanned at start. A file that cannot be queued (no x-receiver, too big, not a regular file, refused by a milter) is moved to BADMAIL-DIR (created if missing) with NAME.reason saying why; after a temporary queue failure it is retried. Repeat for several directories."},
 	{Name: "max-received-headers", Blocks: global, Type: TInt, Default: "50", Doc: "A message with more Received headers is refused as a mail loop."},
 	{Name: "dsn-bounce-after", Blocks: global, Type: TDuration, Default: "1d", Doc: "How long a DSN (bounce) is retried; must be shorter than bounce-after."},
 	{Name: "dns-server", Arg: "HOST[:PORT][,...]", Restart: true, Blocks: global, Type: TStrings, DefaultDoc: "the nameservers of /etc/resolv.conf", Doc: "Recursive DNS servers for MX and address lookups, tried in order (port 53 unless given)."},
@@ -306,7 +310,7 @@ const defaultSignHeaders = "From,Sender,Reply-To,Subject,Date,Message-ID,To,Cc,M
 // implement yet; they get their own message instead of "unknown directive".
 var powermtaDirectives = []string{
 	// global
-	"http-mgmt-port", "http-access", "run-as-root", "pickup",
+	"http-mgmt-port", "http-access", "run-as-root",
 	"bounce-processor", "feedback-loop-processor", "address-list", "rewrite-list",
 	"bounce-category-patterns", "deliver-only",
 	// source

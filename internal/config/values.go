@@ -162,6 +162,8 @@ func parseTyped(d *Directive, raw, dir string) (any, error) {
 		return loadCertKey(raw, dir)
 	case TDomainKey:
 		return loadDomainKey(raw, dir)
+	case TPathPair:
+		return parsePathPair(raw)
 	case TSourceHost:
 		f := strings.Fields(raw)
 		if len(f) != 2 {

@@ -152,7 +152,7 @@ func TestValueTypes(t *testing.T) {
 
 // TestEveryTypeCovered keeps TestValueTypes honest when a type is added.
 func TestEveryTypeCovered(t *testing.T) {
-	covered := map[Type]bool{TCertKey: true, TDomainKey: true} // TestCertificate, TestDomainKey
+	covered := map[Type]bool{TCertKey: true, TDomainKey: true, TPathPair: true} // TestCertificate, TestDomainKey, TestPickup
 	for _, d := range []string{"smtp-service", "total-max-smtp-in", "max-message-size", "bounce-after", "retry-after",
 		"smtp-max-auth-failure-rate", "spool", "route", "smtp-listener", "smtp-source-host", "records", "record-fields",
 		"type", "password", "source", "dkim-sign-headers",
