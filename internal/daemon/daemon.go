@@ -150,6 +150,9 @@ func (d *Daemon) start(cfg *config.Config) error {
 	if err := d.startMaildrop(qctx, g.String("maildrop")); err != nil {
 		return err
 	}
+	if err := d.startPickupDirs(qctx); err != nil {
+		return err
+	}
 	go func() {
 		if err := d.smtp.Serve(); err != nil {
 			d.logs.Printf("smtpd", "serve: %v", err)
