@@ -144,10 +144,11 @@ type Signer struct {
 	seed    maphash.Seed
 	convert func([]byte) ([]byte, bool, error)
 
-	mu    sync.Mutex
-	cache map[bodyKey][sha256.Size]byte
-	ring  []bodyKey // insertion order, for eviction
-	next  int
+	mu       sync.Mutex
+	cache    map[bodyKey][sha256.Size]byte
+	ring     []bodyKey // insertion order, for eviction
+	next     int
+	inflight map[bodyKey]*hashing // bodies being hashed now
 
 	hits, misses atomic.Uint64
 }
@@ -167,7 +168,14 @@ func NewSigner(o Options) *Signer {
 		o.Rand = rand.Reader
 	}
 	return &Signer{rand: o.Rand, seed: maphash.MakeSeed(), convert: o.Convert,
-		cache: make(map[bodyKey][sha256.Size]byte, o.CacheSize), ring: make([]bodyKey, o.CacheSize)}
+		cache: make(map[bodyKey][sha256.Size]byte, o.CacheSize), ring: make([]bodyKey, o.CacheSize),
+		inflight: map[bodyKey]*hashing{}}
+}
+
+// hashing is one body hash in progress; others wanting it wait on done.
+type hashing struct {
+	done chan struct{}
+	h    [sha256.Size]byte
 }
 
 // CacheStats returns how many body hashes were found in the cache and how
@@ -179,17 +187,31 @@ func (s *Signer) CacheStats() (hits, misses uint64) { return s.hits.Load(), s.mi
 func (s *Signer) bodyHash(body []byte, c Canon) [sha256.Size]byte {
 	k := bodyKey{sum: maphash.Bytes(s.seed, body), n: len(body), canon: c}
 	s.mu.Lock()
-	h, ok := s.cache[k]
-	s.mu.Unlock()
-	if ok {
+	if h, ok := s.cache[k]; ok {
+		s.mu.Unlock()
 		s.hits.Add(1)
 		return h
 	}
+	// The queues of one message are delivered at the same time: the
+	// second to ask waits for the first one's hash instead of hashing too.
+	if f, ok := s.inflight[k]; ok {
+		s.mu.Unlock()
+		<-f.done
+		s.hits.Add(1)
+		return f.h
+	}
+	f := &hashing{done: make(chan struct{})}
+	s.inflight[k] = f
+	s.mu.Unlock()
 	s.misses.Add(1)
+	var h [sha256.Size]byte
 	d := sha256.New()
 	canonBody(d, body, c)
 	d.Sum(h[:0])
+	f.h = h
+	close(f.done)
 	s.mu.Lock()
+	delete(s.inflight, k)
 	if _, ok := s.cache[k]; !ok {
 		if old := s.ring[s.next]; old != (bodyKey{}) {
 			delete(s.cache, old)
