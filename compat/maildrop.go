@@ -172,33 +172,21 @@ const maxOverhead = 1 << 20
 
 func (p *Pickup) one(ctx context.Context, name string) (string, error) {
 	path := filepath.Join(p.Dir, name)
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	if err != nil {
-		if errors.Is(err, unix.ENOENT) {
-			return "", Exitf(ExitTempFail, "vanished")
-		}
-		return "", Exitf(ExitDataErr, "open: %v", err)
-	}
-	f := os.NewFile(uintptr(fd), path)
-	defer f.Close()
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return "", Exitf(ExitTempFail, "stat: %v", err)
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return "", Exitf(ExitDataErr, "not a regular file")
-	}
-	if st.Nlink != 1 {
-		// A hard link to someone else's file would borrow their uid.
-		return "", Exitf(ExitDataErr, "file has %d links", st.Nlink)
-	}
 	max := p.Handler.MaxSize
 	if max <= 0 {
 		max = defaultMaxSize
 	}
-	if st.Size > max+maxOverhead {
-		return "", Exitf(ExitDataErr, "file too big (%d bytes)", st.Size)
+	f, st, err := openHostile(path, max+maxOverhead)
+	var bad *badFile
+	switch {
+	case errors.Is(err, errVanished):
+		return "", Exitf(ExitTempFail, "vanished")
+	case errors.As(err, &bad):
+		return "", Exitf(ExitDataErr, "%s", bad.reason)
+	case err != nil:
+		return "", Exitf(ExitTempFail, "%v", err)
 	}
+	defer f.Close()
 	br := bufio.NewReader(io.LimitReader(f, max+maxOverhead))
 	magic := make([]byte, len(MaildropMagic))
 	if _, err := io.ReadFull(br, magic); err != nil || string(magic) != MaildropMagic {

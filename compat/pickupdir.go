@@ -248,39 +248,21 @@ var errPickupYoung = errors.New("pickup: file may still be being written")
 
 func (p *PickupDir) one(ctx context.Context, name string) (string, error) {
 	path := filepath.Join(p.Dir, name)
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
-	if err != nil {
-		switch {
-		case errors.Is(err, unix.ENOENT):
-			return "", errPickupYoung // vanished: nothing to do
-		case errors.Is(err, unix.ELOOP), errors.Is(err, unix.ENXIO):
-			return "", &pickupBad{reason: "not a regular file"}
-		case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
-			return "", &pickupBad{reason: fmt.Sprintf("cannot open: %v", err)}
-		}
-		return "", fmt.Errorf("open: %w", err)
-	}
-	f := os.NewFile(uintptr(fd), path)
-	defer f.Close()
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return "", fmt.Errorf("stat: %w", err)
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return "", &pickupBad{reason: "not a regular file"}
-	}
-	if st.Nlink != 1 {
-		// A hard link would mail (and then delete a name of) a file the
-		// writer could not otherwise read.
-		return "", &pickupBad{reason: fmt.Sprintf("file has %d links", st.Nlink)}
-	}
 	max := p.MaxSize
 	if max <= 0 {
 		max = defaultMaxSize
 	}
-	if st.Size > max+maxOverhead {
-		return "", &pickupBad{reason: fmt.Sprintf("file too big (%d bytes, limit %d)", st.Size, max)}
+	f, st, err := openHostile(path, max+maxOverhead)
+	var bad *badFile
+	switch {
+	case errors.Is(err, errVanished):
+		return "", errPickupYoung // nothing to do
+	case errors.As(err, &bad):
+		return "", &pickupBad{reason: bad.reason}
+	case err != nil:
+		return "", err
 	}
+	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, max+maxOverhead+1))
 	if err != nil {
 		return "", fmt.Errorf("read: %w", err)
