@@ -479,6 +479,9 @@ func (m *Manager) finish(cfg *config.Config, env *spool.Message, q *queue, lim *
 	expireAt := env.Arrival.Add(lifetime)
 	postmaster := postmasterOf(cfg)
 
+	m.mu.Lock()
+	pool := q.pool // routing may re-point it meanwhile (rehome)
+	m.mu.Unlock()
 	for i, d := range group {
 		rcpt := env.Recipients[d.Rcpt]
 		rr := vmta.RcptResult{Reply: vmta.Reply{Code: 451, Enhanced: "4.3.0", Text: "no result from delivery"}, Synthesized: true}
@@ -489,7 +492,7 @@ func (m *Manager) finish(cfg *config.Config, env *spool.Message, q *queue, lim *
 		ev := &Event{
 			QueueID: env.ID, Class: class, Reply: rr.Reply, Sender: env.Sender, Rcpt: rcpt.Addr,
 			ORCPT: rcpt.ORCPT, Queue: spool.QueueKey{VMTA: q.key.vmta, Domain: q.key.dest}, VMTA: q.key.vmta,
-			VMTAPool: q.pool, JobID: env.JobID, EnvID: env.EnvID,
+			VMTAPool: pool, JobID: env.JobID, EnvID: env.EnvID,
 			Arrival: env.Arrival, Logged: now, Size: size, Attempts: attempts[i],
 			Result: res, Stage: rr.Stage,
 		}
