@@ -47,8 +47,11 @@ bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./vmta ./internal/dkim ./milter
 	bash bench/run.sh
 
+# Long runs: ten minutes of smtp-source load through the daemon, and the
+# SIGKILL-under-load test twenty times over.
 soak: build
-	$(GO) test -count=1 -run Soak -timeout 60m -tags soak $(PKGS)
+	DURATION=600 bash bench/run.sh
+	$(GO) test -count=20 -run 'SIGKILL' -timeout 60m ./e2e
 
 # Each fuzz target for a short while; `FUZZTIME=10m make fuzz` for longer.
 FUZZTIME ?= 20s
