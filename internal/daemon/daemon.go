@@ -246,6 +246,11 @@ func (d *Daemon) smtpSettings(cfg *config.Config) smtpd.Settings {
 		Hostname:    g.String("host-name"),
 		TotalMaxIn:  int(g.Int("total-max-smtp-in")),
 		MaxReceived: int(g.Int("max-received-headers")),
+		// go-smtp applies one limit to command and content lines. Real mail
+		// (scripts, HTML mailers) has body lines far over RFC 5321's 1000
+		// octets; Postfix accepts them, and the client re-encodes lines over
+		// 998 octets on the way out. 64 KiB keeps a command line bounded.
+		MaxLineLength: 64 << 10,
 		PolicyFor: func(ip netip.Addr, user string) smtpd.Policy {
 			return policyFor(cfg, ip, user)
 		},
