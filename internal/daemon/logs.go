@@ -188,18 +188,6 @@ func (d *Daemon) logSMTP(e smtpd.Event) {
 	}
 }
 
-// stageCommand names the command a reply answered, as Postfix's "(in reply
-// to ... command)".
-var stageCommand = map[string]string{
-	vmta.StageGreeting: "",
-	vmta.StageEHLO:     "EHLO",
-	vmta.StageSTARTTLS: "STARTTLS",
-	vmta.StageMail:     "MAIL FROM",
-	vmta.StageRcpt:     "RCPT TO",
-	vmta.StageData:     "DATA",
-	vmta.StageDot:      "end of DATA",
-}
-
 // Record writes the log line and the accounting record of one recipient
 // outcome (qmgr.Recorder).
 func (l *logs) Record(ev *qmgr.Event) {
@@ -212,9 +200,9 @@ func (l *logs) Record(ev *qmgr.Event) {
 			ip = res.IP.String()
 		}
 	}
-	reason := ev.Reply.String()
-	if res != nil && host != "" && ev.Reply.Code >= 400 && ev.Stage != vmta.StageDNS && ev.Stage != vmta.StageConnect {
-		reason = maillog.Said(host, ip, reason, stageCommand[ev.Stage])
+	reason := ev.Reason
+	if reason == "" {
+		reason = ev.Reply.String()
 	}
 	if ml := l.log(); ml != nil {
 		l.logTLS(ml, res, host, ip, port)

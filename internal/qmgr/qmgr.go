@@ -27,6 +27,7 @@ import (
 
 	"github.com/sluicemta/sluice/internal/bounce"
 	"github.com/sluicemta/sluice/internal/config"
+	"github.com/sluicemta/sluice/internal/maillog"
 	"github.com/sluicemta/sluice/internal/qid"
 	"github.com/sluicemta/sluice/spool"
 	"github.com/sluicemta/sluice/vmta"
@@ -45,10 +46,14 @@ type Recorder interface {
 
 // Event is one recipient's outcome of one attempt.
 type Event struct {
-	QueueID    string
-	Status     string // sent, deferred, bounced, expired
-	Class      bounce.Class
-	Reply      vmta.Reply
+	QueueID string
+	Status  string // sent, deferred, bounced, expired
+	Class   bounce.Class
+	Reply   vmta.Reply
+	// Reason is the reply as Postfix words it in logs and mailq: "host
+	// mx[ip] said: 550 5.1.1 ... (in reply to RCPT TO command)" for a
+	// refusal, the bare text of a local failure ("connect to ...").
+	Reason     string
 	Sender     string
 	Rcpt       string
 	ORCPT      string
@@ -496,7 +501,8 @@ func (m *Manager) finish(cfg *config.Config, env *spool.Message, q *queue, lim *
 			Arrival: env.Arrival, Logged: now, Size: size, Attempts: attempts[i],
 			Result: res, Stage: rr.Stage,
 		}
-		reason := rr.Reply.String()
+		reason := reasonText(rr, res)
+		ev.Reason = reason
 		report := bounce.RcptReport{
 			Final: rcpt.Addr, Original: rcpt.ORCPT, Status: class.Status,
 			RemoteMTA: res.Host, Diagnostic: diagnostic(rr), LastAttempt: now,
@@ -611,6 +617,39 @@ func postmasterOf(cfg *config.Config) string {
 		return p
 	}
 	return "postmaster@" + cfg.Global().String("host-name")
+}
+
+// stageCommand names the command a reply answered, as Postfix's "(in
+// reply to ... command)".
+var stageCommand = map[string]string{
+	vmta.StageEHLO:     "EHLO",
+	vmta.StageSTARTTLS: "STARTTLS",
+	vmta.StageAuth:     "AUTH",
+	vmta.StageMail:     "MAIL FROM",
+	vmta.StageRcpt:     "RCPT TO",
+	vmta.StageData:     "DATA",
+	vmta.StageDot:      "end of DATA",
+}
+
+// reasonText words a recipient's reply as Postfix does in its logs and
+// mailq's delay reasons, so tools that parse those keep working.
+func reasonText(rr vmta.RcptResult, res *vmta.Result) string {
+	rep := rr.Reply.String()
+	switch {
+	case rr.Synthesized:
+		// A local failure: its text, without the code we made up for it.
+		if rr.Reply.Text != "" {
+			return rr.Reply.Text
+		}
+		return rep
+	case rr.Reply.Code >= 400 && res.Host != "" && rr.Stage != vmta.StageGreeting:
+		ip := ""
+		if res.IP.IsValid() {
+			ip = res.IP.String()
+		}
+		return maillog.Said(res.Host, ip, rep, stageCommand[rr.Stage])
+	}
+	return rep
 }
 
 func diagnostic(rr vmta.RcptResult) string {
