@@ -98,6 +98,9 @@ func TestRelayDeliversExactlyWhatWasSent(t *testing.T) {
 		if r["dsnStatus"] != "2.0.0 (success)" || r["dsnAction"] != "relayed" || r["queueId"] == "" {
 			t.Errorf("d record %v", r)
 		}
+		if r["srcType"] != "smtp" || !strings.HasSuffix(r["srcMta"], " (127.0.0.1)") {
+			t.Errorf("d record source: srcType %q srcMta %q", r["srcType"], r["srcMta"])
+		}
 	}
 	if _, err := d.WaitLog("status=sent (250", 5*time.Second); err != nil {
 		t.Error(err)

@@ -97,8 +97,12 @@ func TestMailqAndPostsuper(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("sendmail: %d %s", code, out)
 	}
-	if _, err := d.WaitAcct("t", 1, 20*time.Second); err != nil {
+	ts, err := d.WaitAcct("t", 1, 20*time.Second)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if ts[0]["srcType"] != "api" {
+		t.Errorf("sendmail mail accounted as srcType %q, want api", ts[0]["srcType"])
 	}
 	out, _ = run(t, d, "", nil, "mailq")
 	id := regexp.MustCompile(`(?m)^([0-9B-Zb-z]{16})\s`).FindStringSubmatch(out)

@@ -123,9 +123,21 @@ type Message struct {
 	VMTA       string
 	Content    []byte // the whole message, CRLF line endings
 
+	// Origin says where the message came from, for accounting.
+	Origin Origin
+
 	// Held submits the message on hold (a milter's quarantine): it is
 	// durable and listed, but not handed out by PopDue until Release.
 	Held bool
+}
+
+// Origin is where a message came from: accounting's srcType, srcMta and
+// rcvSmtpUser. The zero value (unknown) takes no space on disk.
+type Origin struct {
+	Type     string // "smtp", or "api" for sendmail, pickup and maildrop (PowerMTA's words)
+	Helo     string // the client's HELO/EHLO name
+	Addr     string // the client's IP address
+	AuthUser string // the SMTP AUTH user
 }
 
 // Status is where one recipient stands.

@@ -19,6 +19,8 @@ func (r *rec) message() *Message {
 		Body:     string(r.body),
 		JobID:    string(r.jobid),
 		VMTA:     string(r.vmta),
+		Origin: Origin{Type: string(r.origin[0]), Helo: string(r.origin[1]),
+			Addr: string(r.origin[2]), AuthUser: string(r.origin[3])},
 	}
 	m.Recipients = make([]Recipient, len(r.rcpts))
 	for i, v := range r.rcpts {

@@ -185,6 +185,7 @@ type rec struct {
 	flags                    uint8
 	sender, ret, envid, body []byte
 	jobid, vmta              []byte
+	origin                   [4][]byte // type, helo, addr, auth user (flagOrigin)
 	rcpts                    []rcptView
 	content                  []byte
 	clen                     int // content length (a footer entry carries none)
@@ -196,7 +197,12 @@ type rec struct {
 	first, last              uint32   // kDone
 }
 
-const flagSMTPUTF8 = 1
+const (
+	flagSMTPUTF8 = 1
+	// flagOrigin: four strings (Origin) follow the virtual MTA. Records
+	// without it (written before it existed) have no origin.
+	flagOrigin = 2
+)
 
 // maxRcpts bounds the recipient count a record may claim, so a corrupt
 // count cannot make the decoder allocate without bound.
@@ -220,6 +226,12 @@ func (r *rec) parse(body []byte) error {
 		r.body = d.bytes()
 		r.jobid = d.bytes()
 		r.vmta = d.bytes()
+		r.origin = [4][]byte{}
+		if r.flags&flagOrigin != 0 {
+			for i := range r.origin {
+				r.origin[i] = d.bytes()
+			}
+		}
 		n := d.uv()
 		if d.err != nil || n == 0 || n > maxRcpts || n > uint64(len(d.b)) {
 			return fmt.Errorf("record: bad recipient count %d", n)
@@ -309,6 +321,9 @@ func appendMessage(b []byte, kind uint8, id [idLen]byte, m *Message, held bool, 
 	if m.SMTPUTF8 {
 		fl |= flagSMTPUTF8
 	}
+	if m.Origin != (Origin{}) {
+		fl |= flagOrigin
+	}
 	e.u8(fl)
 	e.str(m.Sender)
 	e.str(m.Ret)
@@ -316,6 +331,12 @@ func appendMessage(b []byte, kind uint8, id [idLen]byte, m *Message, held bool, 
 	e.str(m.Body)
 	e.str(m.JobID)
 	e.str(m.VMTA)
+	if fl&flagOrigin != 0 {
+		e.str(m.Origin.Type)
+		e.str(m.Origin.Helo)
+		e.str(m.Origin.Addr)
+		e.str(m.Origin.AuthUser)
+	}
 	e.uv(uint64(len(m.Recipients)))
 	for _, r := range m.Recipients {
 		e.str(r.Addr)

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"hash/crc32"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -12,19 +13,28 @@ func testID(s string) (id [idLen]byte) { copy(id[:], s); return }
 
 var sampleMsg = testMsg(2, 100)
 
+// withOrigin is sampleMsg with an origin, so both encodings are covered.
+var withOrigin = func() *Message {
+	m := *sampleMsg
+	m.Origin = Origin{Type: "smtp", Helo: "client.example", Addr: "192.0.2.7", AuthUser: "alice"}
+	return &m
+}()
+
 func sampleRecords() map[string][]byte {
 	m := sampleMsg
 	id := testID(m.ID)
 	st := []rstate{{status: uint8(Deferred), attempts: 3, next: 12345, reason: []byte("451 4.7.1 later")}, {status: uint8(Delivered), attempts: 1}}
 	return map[string][]byte{
-		"message":  appendMessage(nil, kMessage, id, m, false, nil, m.Content),
-		"copy":     appendMessage(nil, kCopy, id, m, true, st, m.Content),
-		"outcome":  appendOutcome(nil, id, 1, Bounced, 2, 0, "550 5.1.1 no such user"),
-		"attempt":  appendAttempt(nil, id, 0, 4, 99),
-		"hold":     appendSimple(nil, kHold, id),
-		"release":  appendSimple(nil, kRelease, id),
-		"done":     appendDone(nil, id, 3, 9),
-		"snapshot": appendSnapshot(nil, id, false, st),
+		"message":     appendMessage(nil, kMessage, id, m, false, nil, m.Content),
+		"copy":        appendMessage(nil, kCopy, id, m, true, st, m.Content),
+		"origin":      appendMessage(nil, kMessage, id, withOrigin, false, nil, m.Content),
+		"origin-copy": appendMessage(nil, kCopy, id, withOrigin, true, st, m.Content),
+		"outcome":     appendOutcome(nil, id, 1, Bounced, 2, 0, "550 5.1.1 no such user"),
+		"attempt":     appendAttempt(nil, id, 0, 4, 99),
+		"hold":        appendSimple(nil, kHold, id),
+		"release":     appendSimple(nil, kRelease, id),
+		"done":        appendDone(nil, id, 3, 9),
+		"snapshot":    appendSnapshot(nil, id, false, st),
 	}
 }
 
@@ -53,10 +63,13 @@ func TestRecordRoundTrip(t *testing.T) {
 					got.Ret != want.Ret || got.EnvID != want.EnvID || got.Body != want.Body || got.JobID != want.JobID || !got.Arrival.Equal(want.Arrival) {
 					t.Fatalf("envelope: got %+v want %+v", got, want)
 				}
+				if wantOrigin := strings.HasPrefix(name, "origin"); (got.Origin == withOrigin.Origin) != wantOrigin || (!wantOrigin && got.Origin != (Origin{})) {
+					t.Fatalf("origin %+v", got.Origin)
+				}
 				if !bytes.Equal(r.content, m.Content) || !bytes.Equal(body[r.contentOff:r.contentOff+len(r.content)], m.Content) {
 					t.Fatal("content")
 				}
-				if r.kind == kCopy && (!r.held || len(r.states) != 2 || string(r.states[0].reason) != "451 4.7.1 later" || r.states[0].attempts != 3) {
+				if r.kind == kCopy && name != "origin-copy" && (!r.held || len(r.states) != 2 || string(r.states[0].reason) != "451 4.7.1 later" || r.states[0].attempts != 3) {
 					t.Fatalf("copy state %+v", r.states)
 				}
 			case kOutcome:

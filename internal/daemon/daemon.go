@@ -299,6 +299,13 @@ func (d *Daemon) smtpSettings(cfg *config.Config) smtpd.Settings {
 	return s
 }
 
+func addrString(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
+}
+
 // listenerMode follows the well-known ports: 465 is implicit TLS
 // (RFC 8314) and 587 submission (RFC 6409), both requiring AUTH; every
 // other port is plain SMTP with STARTTLS offered.
@@ -345,6 +352,7 @@ func (q *queueAdapter) Enqueue(ctx context.Context, env *smtpd.Envelope, content
 		SMTPUTF8: env.SMTPUTF8,
 		Body:     env.Body,
 		Held:     env.Hold, // a milter's quarantine: durable, listed, not delivered
+		Origin:   spool.Origin{Type: "smtp", Helo: env.Helo, Addr: addrString(env.ClientIP), AuthUser: env.AuthUser},
 	}
 	// x-virtual-mta / x-job where the source allows them (then removed),
 	// else the user's or source's default-virtual-mta.

@@ -80,6 +80,8 @@ func (b *localBackend) Submit(ctx context.Context, m *compat.Submission) (string
 		Recipients: f.Recipients,
 		Content:    f.Content,
 		Held:       f.Hold != "",
+		// PowerMTA accounts mail not received by SMTP as srcType "api".
+		Origin: spool.Origin{Type: "api"},
 	}
 	if msg.Arrival.IsZero() {
 		msg.Arrival = time.Now()

@@ -229,12 +229,16 @@ func (l *logs) Record(ev *qmgr.Event) {
 		TimeLogged: ev.Logged, TimeQueued: ev.Arrival, TimeImprinted: ev.Arrival,
 		Orig: ev.Sender, Rcpt: ev.Rcpt, Orcpt: ev.ORCPT,
 		DsnStatus: ev.Class.Status, DsnDiag: acct.SMTPDiag(ev.Reply.String()),
-		BounceCat: ev.Class.Category, SrcType: "smtp",
+		BounceCat: ev.Class.Category, SrcType: ev.Origin.Type, RcvSmtpUser: ev.Origin.AuthUser,
 		DlvType: "smtp", DlvSize: ev.Size, Vmta: ev.VMTA, VmtaPool: ev.VMTAPool, Queue: queueName(ev.Queue),
 		JobID: ev.JobID, EnvID: ev.EnvID, QueueID: ev.QueueID,
 	}
 	if ev.Attempts == 1 {
 		r.TimeFirstAttempt = ev.Logged
+	}
+	if ev.Origin.Addr != "" {
+		ip, _ := netip.ParseAddr(ev.Origin.Addr)
+		r.SrcMta = acct.Host{Name: ev.Origin.Helo, IP: ip}
 	}
 	if res != nil {
 		r.DsnMta = acct.Host{Name: host, IP: res.IP}

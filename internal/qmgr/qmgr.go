@@ -50,6 +50,7 @@ type Event struct {
 	Status  string // sent, deferred, bounced, expired
 	Class   bounce.Class
 	Reply   vmta.Reply
+	Origin  spool.Origin // where the message came from (accounting)
 	// Reason is the reply as Postfix words it in logs and mailq: "host
 	// mx[ip] said: 550 5.1.1 ... (in reply to RCPT TO command)" for a
 	// refusal, the bare text of a local failure ("connect to ...").
@@ -499,7 +500,7 @@ func (m *Manager) finish(cfg *config.Config, env *spool.Message, q *queue, lim *
 			ORCPT: rcpt.ORCPT, Queue: spool.QueueKey{VMTA: q.key.vmta, Domain: q.key.dest}, VMTA: q.key.vmta,
 			VMTAPool: pool, JobID: env.JobID, EnvID: env.EnvID,
 			Arrival: env.Arrival, Logged: now, Size: size, Attempts: attempts[i],
-			Result: res, Stage: rr.Stage,
+			Result: res, Stage: rr.Stage, Origin: env.Origin,
 		}
 		reason := reasonText(rr, res)
 		ev.Reason = reason
