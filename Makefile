@@ -63,3 +63,22 @@ man: build
 
 clean:
 	rm -rf $(BIN)
+
+# .deb and .rpm with nfpm, pinned and built into bin/tools by this target:
+# a maintained packager rather than hand-rolled dpkg-deb/rpmbuild scripts.
+# Writes dist/sluice_$(PKG_VERSION)_amd64.deb and .rpm; see packaging/.
+TOOLS        := $(CURDIR)/$(BIN)/tools
+NFPM_VERSION := v2.41.3
+PKG_VERSION  ?= $(or $(shell git describe --tags --match 'v[0-9]*' 2>/dev/null | sed -e 's/^v//' -e 's/-/./g'),0.0.0)
+
+$(TOOLS)/nfpm-$(NFPM_VERSION):
+	@mkdir -p $(TOOLS)
+	GOBIN=$(TOOLS) GOFLAGS= $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
+	@touch $@
+
+.PHONY: package
+package: build $(TOOLS)/nfpm-$(NFPM_VERSION)
+	@rm -rf dist/.build && mkdir -p dist/.build/man
+	@for m in man/*.[158]; do gzip -9n < $$m > dist/.build/man/$${m#man/}.gz; done
+	VERSION=$(PKG_VERSION) ARCH=amd64 $(TOOLS)/nfpm package -f packaging/nfpm.yaml -p deb -t dist/sluice_$(PKG_VERSION)_amd64.deb
+	VERSION=$(PKG_VERSION) ARCH=amd64 $(TOOLS)/nfpm package -f packaging/nfpm.yaml -p rpm -t dist/sluice_$(PKG_VERSION)_amd64.rpm
