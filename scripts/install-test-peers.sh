@@ -19,6 +19,7 @@ PACKAGES=(
   bsd-mailx          # a real sendmail caller
   faketime
   libnet-ssleay-perl # swaks --tls
+  rpm                # rpm -qlpv on the built package (packaging test)
 )
 
 missing=()
