@@ -61,7 +61,14 @@ func buildPackages(t *testing.T) (root, deb, rpm string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("make", "package", "PKG_VERSION="+version)
+	for _, b := range []string{"sluiced", "sluice", "sendmail", "sluice-postdrop"} {
+		if _, err := os.Stat(filepath.Join(root, "bin", b)); err != nil {
+			t.Fatalf("bin/%s is missing: run `make build` first (make test does)", b)
+		}
+	}
+	// -o build: package the binaries make test built, never rebuild them
+	// here, while other test packages may be running bin/sluiced.
+	cmd := exec.Command("make", "-o", "build", "package", "PKG_VERSION="+version)
 	cmd.Dir = root
 	out, err := cmd.CombinedOutput()
 	if err != nil {
