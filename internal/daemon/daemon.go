@@ -109,7 +109,7 @@ func (d *Daemon) start(cfg *config.Config) error {
 	if d.ctl, err = listenControl(ctlPath, d); err != nil {
 		return err
 	}
-	if err := dropPrivileges(g.String("run-as-user")); err != nil {
+	if err := dropPrivileges(g.String("run-as-user"), d.logs.paths(cfg)...); err != nil {
 		return err
 	}
 

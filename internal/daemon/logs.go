@@ -97,6 +97,15 @@ func mkParent(path string) error {
 	return nil
 }
 
+// paths lists the files open() opens for cfg.
+func (l *logs) paths(cfg *config.Config) []string {
+	out := []string{cfg.Global().String("log-file")}
+	for _, b := range cfg.AcctFiles() {
+		out = append(out, b.Name)
+	}
+	return out
+}
+
 // Reopen reopens the log and accounting files (logrotate has moved them),
 // as named by the current config.
 func (l *logs) Reopen(cfg *config.Config) error { return l.open(cfg) }

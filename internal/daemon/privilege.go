@@ -12,7 +12,10 @@ import (
 // docs/privilege.md). A daemon started as the target user, or as a user
 // other than root, keeps its identity. run-as-user root is honoured (tests,
 // containers that isolate otherwise) but the log says so.
-func dropPrivileges(name string) error {
+//
+// Files opened before the drop (the log and accounting files) are handed
+// to the user first, or a reopen after logrotate would be refused.
+func dropPrivileges(name string, ownFiles ...string) error {
 	if os.Geteuid() != 0 || name == "root" {
 		return nil
 	}
@@ -30,6 +33,14 @@ func dropPrivileges(name string) error {
 	}
 	if uid == 0 {
 		return fmt.Errorf("run-as-user %s has uid 0", name)
+	}
+	for _, f := range ownFiles {
+		if f == "" || f == "-" {
+			continue
+		}
+		if err := os.Chown(f, uid, gid); err != nil && !os.IsNotExist(err) {
+			return fmt.Errorf("run-as-user %s: chown %s: %w", name, f, err)
+		}
 	}
 	// Go applies these to every thread of the process (Go >= 1.16).
 	if err := syscall.Setgroups([]int{gid}); err != nil {
