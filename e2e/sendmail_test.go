@@ -212,3 +212,30 @@ func TestSendmailBS(t *testing.T) {
 		t.Errorf("delivered %v:\n%s", r, msgs[0].Data)
 	}
 }
+
+// TestSendmailV: `sendmail -v` mails the sender a report of the delivery.
+func TestSendmailV(t *testing.T) {
+	sink := smtpsink.Start(t, smtpsink.Options{Ext: smtpsink.NoExt}) // no DSN at the next hop
+	d := sluicetest.Start(t, sluicetest.Options{Config: routes(sink.Port(), "")})
+	if out, code := run(t, d, "Subject: traced\n\nbody\n", nil, "sendmail", "-v", "-f", "me@sender.test", "traced@rcpt.test"); code != 0 {
+		t.Fatalf("sendmail -v: exit %d: %s", code, out)
+	}
+	msgs, err := sink.WaitMessages(2, 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var report *smtpsink.Message
+	for i := range msgs {
+		if msgs[i].From == "" {
+			report = &msgs[i]
+		}
+	}
+	if report == nil || report.Recipients()[0] != "me@sender.test" {
+		t.Fatalf("no delivery report to the sender: %+v", msgs)
+	}
+	for _, want := range []string{"Final-Recipient: rfc822; traced@rcpt.test", "Action: relayed"} {
+		if !bytes.Contains(report.Data, []byte(want)) {
+			t.Errorf("report lacks %q:\n%s", want, report.Data)
+		}
+	}
+}

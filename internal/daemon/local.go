@@ -52,6 +52,12 @@ func (b *localBackend) Submit(ctx context.Context, m *compat.Submission) (string
 		}
 		notify = spool.Notify(f)
 	}
+	if m.Trace {
+		// sendmail -v: mail the sender a report of the first delivery
+		// attempt, whatever its outcome (Postfix's "record" flag). Success,
+		// failure and delay notices together are that report.
+		notify = spool.NotifySuccess | spool.NotifyFailure | spool.NotifyDelay
+	}
 	rcpts := make([]spool.Recipient, len(m.Rcpts))
 	for i, r := range m.Rcpts {
 		rcpts[i] = spool.Recipient{Addr: r, Notify: notify}
