@@ -44,6 +44,11 @@ func (d *Daemon) compatHandler() *compat.Handler {
 // then one durable append; the caller is answered only after it.
 func (b *localBackend) Submit(ctx context.Context, m *compat.Submission) (string, error) {
 	d := b.d
+	if m.Verify {
+		// -bv must not deliver: until sluice can probe recipients, say so
+		// rather than send the message.
+		return "", compat.Exitf(compat.ExitUnavailable, "address verification (-bv) is not supported by sluice yet; nothing was sent")
+	}
 	notify := spool.Notify(0)
 	if m.DSNNotify != "" {
 		f, err := bounce.ParseNotify(m.DSNNotify)
