@@ -183,15 +183,16 @@ func expectParsed(r *Report) *Report {
 		}
 		x := RcptReport{Final: final, Original: orig, Action: rc.Action, Status: rc.Status,
 			RemoteMTA: rc.RemoteMTA, Diagnostic: d, LastAttempt: rc.LastAttempt}
-		if rc.Action == "delayed" {
+		// Actions are case-insensitive (RFC 3464 2.3.3), as Build treats them.
+		if strings.EqualFold(rc.Action, "delayed") {
 			x.WillRetryUntil = rc.WillRetryUntil
 		}
-		failed = failed || rc.Action == "failed"
+		failed = failed || strings.EqualFold(rc.Action, "failed")
 		w.Recipients = append(w.Recipients, x)
 	}
 	orig := crlf(r.Original)
-	full := r.Ret == "FULL" || (r.Ret == "" && failed)
-	if r.Ret == "HDRS" || (r.MaxReturn > 0 && len(orig) > r.MaxReturn) {
+	full := strings.EqualFold(r.Ret, "FULL") || (r.Ret == "" && failed)
+	if strings.EqualFold(r.Ret, "HDRS") || (r.MaxReturn > 0 && len(orig) > r.MaxReturn) {
 		full = false
 	}
 	if full {
