@@ -183,14 +183,20 @@ func (b *Block) HostPorts(name string) []HostPort {
 	return slices.Clone(v)
 }
 
+// valuesOf returns the parsed values of a repeatable directive's lines,
+// in order; the table guarantees their type.
+func valuesOf[T any](vs []entry) []T {
+	out := make([]T, 0, len(vs))
+	for _, e := range vs {
+		out = append(out, e.v.(T))
+	}
+	return out
+}
+
 // SourceHosts reads every smtp-source-host of a virtual MTA.
 func (b *Block) SourceHosts(name string) []SourceHost {
 	_, vs := b.values(name, "SourceHosts", TSourceHost)
-	out := make([]SourceHost, 0, len(vs))
-	for _, e := range vs {
-		out = append(out, e.v.(SourceHost))
-	}
-	return out
+	return valuesOf[SourceHost](vs)
 }
 
 // CertKey reads a loaded certificate pair (zero when unset).
@@ -203,21 +209,13 @@ func (b *Block) CertKey(name string) CertKey {
 // RecordFields reads every record-fields line of an <acct-file>.
 func (b *Block) RecordFields(name string) []RecordFields {
 	_, vs := b.values(name, "RecordFields", TRecordFields)
-	out := make([]RecordFields, 0, len(vs))
-	for _, e := range vs {
-		out = append(out, e.v.(RecordFields))
-	}
-	return out
+	return valuesOf[RecordFields](vs)
 }
 
 // Listeners reads every smtp-listener line.
 func (b *Block) Listeners(name string) []Listener {
 	_, vs := b.values(name, "Listeners", TListener)
-	out := make([]Listener, 0, len(vs))
-	for _, e := range vs {
-		out = append(out, e.v.(Listener))
-	}
-	return out
+	return valuesOf[Listener](vs)
 }
 
 var (

@@ -31,11 +31,7 @@ func (k DomainKey) Warning() string { return k.warning }
 // DomainKeys reads every domain-key line of a block, in file order.
 func (b *Block) DomainKeys(name string) []DomainKey {
 	_, vs := b.values(name, "DomainKeys", TDomainKey)
-	out := make([]DomainKey, 0, len(vs))
-	for _, e := range vs {
-		out = append(out, e.v.(DomainKey))
-	}
-	return out
+	return valuesOf[DomainKey](vs)
 }
 
 func loadDomainKey(raw, dir string) (DomainKey, error) {

@@ -16,11 +16,7 @@ type Pickup struct {
 // Pickups reads every pickup line of a block, in file order.
 func (b *Block) Pickups(name string) []Pickup {
 	_, vs := b.values(name, "Pickups", TPathPair)
-	out := make([]Pickup, 0, len(vs))
-	for _, e := range vs {
-		out = append(out, e.v.(Pickup))
-	}
-	return out
+	return valuesOf[Pickup](vs)
 }
 
 func parsePathPair(raw string) (Pickup, error) {

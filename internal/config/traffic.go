@@ -188,21 +188,13 @@ func parsePatternRule(raw string) (PatternRule, error) {
 // CIDRRates reads every line of a source-ip-max-*-rate directive.
 func (b *Block) CIDRRates(name string) []CIDRRate {
 	_, vs := b.values(name, "CIDRRates", TCIDRRate)
-	out := make([]CIDRRate, 0, len(vs))
-	for _, e := range vs {
-		out = append(out, e.v.(CIDRRate))
-	}
-	return out
+	return valuesOf[CIDRRate](vs)
 }
 
 // CIDRInts reads every line of source-ip-max-smtp-out.
 func (b *Block) CIDRInts(name string) []CIDRInt {
 	_, vs := b.values(name, "CIDRInts", TCIDRInt)
-	out := make([]CIDRInt, 0, len(vs))
-	for _, e := range vs {
-		out = append(out, e.v.(CIDRInt))
-	}
-	return out
+	return valuesOf[CIDRInt](vs)
 }
 
 // VolumeRate reads a SIZE/UNIT rate; N is bytes, the zero Rate unlimited.
@@ -215,11 +207,7 @@ func (b *Block) VolumeRate(name string) Rate {
 // PatternRules reads the reply lines of an <smtp-pattern-list>, in order.
 func (b *Block) PatternRules(name string) []PatternRule {
 	_, vs := b.values(name, "PatternRules", TPatternRule)
-	out := make([]PatternRule, 0, len(vs))
-	for _, e := range vs {
-		out = append(out, e.v.(PatternRule))
-	}
-	return out
+	return valuesOf[PatternRule](vs)
 }
 
 // PatternList returns the <smtp-pattern-list> named name, or nil.
