@@ -242,6 +242,12 @@ func (d *Daemon) close() error {
 // smtpSettings maps the config snapshot onto the SMTP server's settings.
 func (d *Daemon) smtpSettings(cfg *config.Config) smtpd.Settings {
 	g := cfg.Global()
+	// Asked for every RCPT: a set built once per config snapshot. smtpd
+	// hands the domain over lower-cased without a trailing dot.
+	relayDomains := map[string]bool{}
+	for _, rd := range g.Strings("relay-domain") {
+		relayDomains[strings.ToLower(strings.TrimSuffix(rd, "."))] = true
+	}
 	s := smtpd.Settings{
 		Hostname:    g.String("host-name"),
 		TotalMaxIn:  int(g.Int("total-max-smtp-in")),
@@ -254,14 +260,7 @@ func (d *Daemon) smtpSettings(cfg *config.Config) smtpd.Settings {
 		PolicyFor: func(ip netip.Addr, user string) smtpd.Policy {
 			return policyFor(cfg, ip, user)
 		},
-		LocalDomain: func(domain string) bool {
-			for _, rd := range g.Strings("relay-domain") {
-				if strings.EqualFold(strings.TrimSuffix(rd, "."), domain) {
-					return true
-				}
-			}
-			return false
-		},
+		LocalDomain: func(domain string) bool { return relayDomains[domain] },
 		Log: d.logSMTP,
 	}
 	// Per-IP limits live in <source 0/0>: the catch-all is where PowerMTA
