@@ -129,6 +129,11 @@ type Message struct {
 	// Held submits the message on hold (a milter's quarantine): it is
 	// durable and listed, but not handed out by PopDue until Release.
 	Held bool
+
+	// Verify marks an address-verification request (sendmail -bv): its
+	// recipients are to be probed, not delivered to, and a report mailed
+	// to the sender. The spool only keeps the mark.
+	Verify bool
 }
 
 // Origin is where a message came from: accounting's srcType, srcMta and

@@ -16,6 +16,7 @@ func (r *rec) message() *Message {
 		Ret:      string(r.ret),
 		EnvID:    string(r.envid),
 		SMTPUTF8: r.flags&flagSMTPUTF8 != 0,
+		Verify:   r.flags&flagVerify != 0,
 		Body:     string(r.body),
 		JobID:    string(r.jobid),
 		VMTA:     string(r.vmta),

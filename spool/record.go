@@ -202,6 +202,9 @@ const (
 	// flagOrigin: four strings (Origin) follow the virtual MTA. Records
 	// without it (written before it existed) have no origin.
 	flagOrigin = 2
+	// flagVerify: an address-verification request (sendmail -bv): the
+	// recipients are probed and a report sent; the content is not delivered.
+	flagVerify = 4
 )
 
 // maxRcpts bounds the recipient count a record may claim, so a corrupt
@@ -323,6 +326,9 @@ func appendMessage(b []byte, kind uint8, id [idLen]byte, m *Message, held bool, 
 	}
 	if m.Origin != (Origin{}) {
 		fl |= flagOrigin
+	}
+	if m.Verify {
+		fl |= flagVerify
 	}
 	e.u8(fl)
 	e.str(m.Sender)

@@ -13,10 +13,12 @@ func testID(s string) (id [idLen]byte) { copy(id[:], s); return }
 
 var sampleMsg = testMsg(2, 100)
 
-// withOrigin is sampleMsg with an origin, so both encodings are covered.
+// withOrigin is sampleMsg with an origin and the verify mark, so both
+// encodings of each are covered.
 var withOrigin = func() *Message {
 	m := *sampleMsg
 	m.Origin = Origin{Type: "smtp", Helo: "client.example", Addr: "192.0.2.7", AuthUser: "alice"}
+	m.Verify = true
 	return &m
 }()
 
@@ -65,6 +67,9 @@ func TestRecordRoundTrip(t *testing.T) {
 				}
 				if wantOrigin := strings.HasPrefix(name, "origin"); (got.Origin == withOrigin.Origin) != wantOrigin || (!wantOrigin && got.Origin != (Origin{})) {
 					t.Fatalf("origin %+v", got.Origin)
+				}
+				if got.Verify != strings.HasPrefix(name, "origin") {
+					t.Fatalf("verify mark %v", got.Verify)
 				}
 				if !bytes.Equal(r.content, m.Content) || !bytes.Equal(body[r.contentOff:r.contentOff+len(r.content)], m.Content) {
 					t.Fatal("content")
