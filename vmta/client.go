@@ -402,7 +402,12 @@ func (c *conn) transact(dest *Destination, t *txn) (retry []int, err error) {
 	for i, ix := range t.idx {
 		rcpts[i] = c.rcptCmd(t, ix)
 	}
-	if c.has("PIPELINING") {
+	switch {
+	case t.msg.Probe && c.has("PIPELINING"):
+		return c.pipelinedProbe(dest, t, reset, mail, rcpts)
+	case t.msg.Probe:
+		return c.lockstepProbe(dest, t, reset, mail, rcpts)
+	case c.has("PIPELINING"):
 		return c.pipelined(dest, t, reset, mail, rcpts)
 	}
 	return c.lockstep(dest, t, reset, mail, rcpts)

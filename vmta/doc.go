@@ -63,6 +63,15 @@
 // answered are deferred and Result.QueueDefer asks the queue manager to
 // hold the whole destination for a short time (QueueDefer421).
 //
+// # Probes
+//
+// A Message with Probe set (sendmail -bv) is routed, dialled, greeted and
+// secured exactly as a delivery, but the transaction ends after RCPT TO
+// with RSET instead of DATA (pipelined with MAIL and RCPT when the server
+// offers PIPELINING): each recipient's RCPT reply is its result
+// (RcptResult.Probed for an accepted one) and nothing is delivered. The
+// session is cached and reused like any other.
+//
 // # Smarthost
 //
 // Destination.AuthUsername/AuthPassword log in with AUTH PLAIN or LOGIN,

@@ -97,6 +97,12 @@ type Message struct {
 	SMTPUTF8 bool   // the message needs SMTPUTF8 (RFC 6531)
 	Body8bit bool   // BODY=8BITMIME
 	Rcpts    []Rcpt
+	// Probe verifies the recipients instead of delivering (sendmail -bv):
+	// the session is set up as for a delivery, MAIL FROM and every RCPT TO
+	// are sent, then RSET instead of DATA. Content is not sent (it may be
+	// nil). A recipient the server accepts gets its RCPT reply with
+	// StageRcpt; RcptResult.Probed tells it from a refusal.
+	Probe bool
 	// Content is the message (headers and body). Line ends are sent as
 	// CRLF whatever they are stored as; dot-stuffing is done here.
 	Content io.ReaderAt
@@ -159,6 +165,10 @@ type RcptResult struct {
 	// at once, on another connection, without counting a failed attempt.
 	NotAttempted bool
 }
+
+// Probed reports a recipient a probe (Message.Probe) found deliverable:
+// the server accepted its RCPT TO.
+func (r RcptResult) Probed() bool { return r.Stage == StageRcpt && r.Reply.Code/100 == 2 }
 
 // Delivered reports a 2xx reply after the final dot.
 func (r RcptResult) Delivered() bool { return r.Stage == StageDot && r.Reply.Code/100 == 2 }

@@ -1,0 +1,169 @@
+package vmta
+
+// Probe mode (sendmail -bv): the transaction stops after RCPT TO. As
+// Postfix's smtp(8) does for a verification request, the recipients'
+// replies are the result and RSET takes the place of DATA, so nothing is
+// ever delivered and the session stays usable: it is cached and reused
+// like any other.
+
+// pipelinedProbe sends [RSET] MAIL RCPT... RSET in one write and reads the
+// replies in one wait (RFC 2920: RSET may be pipelined like DATA).
+func (c *conn) pipelinedProbe(dest *Destination, t *txn, reset bool, mail string, rcpts []string) ([]int, error) {
+	var batch []byte
+	if reset {
+		batch = append(batch, "RSET\r\n"...)
+	}
+	batch = append(append(batch, mail...), "\r\n"...)
+	for _, r := range rcpts {
+		batch = append(append(batch, r...), "\r\n"...)
+	}
+	batch = append(batch, "RSET\r\n"...)
+	if len(batch) > maxSyncBatch {
+		// A batch bigger than the socket buffers could deadlock against a
+		// server that writes replies as it reads (RFC 2920 5); a probe
+		// carries no content, so one command at a time costs little here.
+		return c.lockstepProbe(dest, t, reset, mail, rcpts)
+	}
+	c.w.Write(batch)
+	if err := c.flush(dest.CommandTimeout); err != nil {
+		if reset {
+			return nil, errStale
+		}
+		se := c.ioErr(StageMail, "sending MAIL FROM", err)
+		t.fail(t.idx, se)
+		return nil, se
+	}
+	if reset {
+		rep, _, err := c.read(dest.CommandTimeout)
+		if err != nil || rep.Code != 250 {
+			c.broken = true
+			return nil, errStale
+		}
+	}
+	mrep, _, err := c.read(dest.CommandTimeout)
+	if err != nil {
+		se := c.ioErr(StageMail, "receiving the MAIL FROM reply", err)
+		t.fail(t.idx, se)
+		return nil, se
+	}
+	// After a 421 the server hangs up: the replies still due never come.
+	var gone *Reply
+	if mrep.Code == 421 {
+		gone = &mrep
+	}
+	replies := make([]Reply, len(rcpts))
+	for i := range replies {
+		if gone != nil {
+			replies[i] = *gone
+			continue
+		}
+		replies[i], _, err = c.read(dest.CommandTimeout)
+		if err != nil {
+			se := c.ioErr(StageRcpt, "receiving the RCPT TO reply", err)
+			t.fail(t.idx, se)
+			return nil, se
+		}
+		if replies[i].Code == 421 {
+			gone = &replies[i]
+		}
+	}
+	if gone == nil {
+		c.endProbe(dest, false)
+	}
+	return c.afterProbe(dest, t, mrep, replies)
+}
+
+// lockstepProbe is the probe without PIPELINING: one command, one wait.
+func (c *conn) lockstepProbe(dest *Destination, t *txn, reset bool, mail string, rcpts []string) ([]int, error) {
+	if reset {
+		rep, _, err := c.cmd(dest.CommandTimeout, "RSET")
+		if err != nil || rep.Code != 250 {
+			c.broken = true
+			return nil, errStale
+		}
+	}
+	mrep, _, err := c.cmd(dest.CommandTimeout, mail)
+	if err != nil {
+		se := c.ioErr(StageMail, "sending MAIL FROM", err)
+		t.fail(t.idx, se)
+		return nil, se
+	}
+	replies := make([]Reply, len(rcpts))
+	if mrep.Code/100 == 2 {
+		for i, r := range rcpts {
+			replies[i], _, err = c.cmd(dest.CommandTimeout, r)
+			if err != nil {
+				se := c.ioErr(StageRcpt, "sending RCPT TO", err)
+				t.fail(t.idx, se)
+				return nil, se
+			}
+			if replies[i].Code == 421 {
+				// The server is going away: the rest never got an answer.
+				for j := i + 1; j < len(rcpts); j++ {
+					replies[j] = replies[i]
+				}
+				return c.afterProbe(dest, t, mrep, replies)
+			}
+		}
+	}
+	if mrep.Code != 421 {
+		c.endProbe(dest, true)
+	}
+	return c.afterProbe(dest, t, mrep, replies)
+}
+
+// endProbe ends the transaction with RSET (sent already when pipelined)
+// and reads its reply; a session whose RSET fails is not reused. The
+// recipients' replies stand either way.
+func (c *conn) endProbe(dest *Destination, send bool) {
+	var rep Reply
+	var err error
+	if send {
+		rep, _, err = c.cmd(dest.CommandTimeout, "RSET")
+	} else {
+		rep, _, err = c.read(dest.CommandTimeout)
+	}
+	if err != nil || rep.Code != 250 {
+		c.broken = true
+	}
+}
+
+// afterProbe applies the MAIL and RCPT replies of a probe. Accepted
+// recipients keep their 2xx RCPT reply (RcptResult.Probed); it returns,
+// as afterData does, the recipients refused with "452 4.5.3 too many
+// recipients" for a next transaction.
+func (c *conn) afterProbe(dest *Destination, t *txn, mrep Reply, replies []Reply) ([]int, error) {
+	if mrep.Code/100 != 2 {
+		t.setAll(t.idx, StageMail, mrep, false)
+		return nil, c.closing(mrep)
+	}
+	var later []int
+	var closeErr error
+	accepted := false
+	for i, ix := range t.idx {
+		rep := replies[i]
+		if dest.InvalidMailbox553 && rep.Code == 553 && (rep.Enhanced == "" || rep.Enhanced == "5.0.0") {
+			rep.Enhanced = "5.1.1" // smtp-553-means-invalid-mailbox
+		}
+		t.set(ix, StageRcpt, rep, false)
+		accepted = accepted || rep.Code/100 == 2
+		if tooMany(rep) {
+			later = append(later, ix)
+		}
+		if err := c.closing(rep); err != nil && closeErr == nil {
+			closeErr = err
+		}
+	}
+	// A probe is a transaction for max-msg-per-connection: it costs the
+	// server as much as one up to DATA.
+	c.msgs++
+	if closeErr != nil {
+		return nil, closeErr
+	}
+	if !accepted {
+		// Nothing went through: a next transaction would be refused the
+		// same way. The 452s stand (deferred), as in afterData.
+		return nil, nil
+	}
+	return later, nil
+}
