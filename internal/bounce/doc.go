@@ -28,6 +28,15 @@
 //   - When the returned content has 8-bit bytes (it often has), send the
 //     DSN with BODY=8BITMIME, and with SMTPUTF8 when [Report.SMTPUTF8].
 //
+// # Verification reports
+//
+// A report whose recipients have the actions [ActionDeliverable] or
+// [ActionUndeliverable] is a verification report (sendmail -bv), built as
+// Postfix's "verify" template: Subject "Mail Delivery Status Report", "Enclosed
+// is the mail delivery report that you requested.", one line per recipient
+// ([RcptReport.Text], e.g. "delivery via mx[ip]:25: 250 2.1.5 Ok"), and the
+// original's headers only. It is sent to the sender, never to a null one.
+//
 // # Parsing
 //
 // [Parse] reads an incoming DSN (multipart/report; report-type=

@@ -32,12 +32,16 @@ type RcptReport struct {
 	// Final is the recipient address ("user@example.net"; a "type;address"
 	// form keeps its type). Original is the ORCPT parameter, "" if none.
 	Final, Original string
-	Action          string    // failed, delayed, delivered, relayed or expanded
+	Action          string    // failed, delayed, delivered, relayed, expanded; deliverable or undeliverable in a verification report
 	Status          string    // enhanced status code, X.Y.Z
 	RemoteMTA       string    // host that replied, "mx.example.net" (Remote-MTA: dns; ...)
 	Diagnostic      string    // "smtp; 550 5.1.1 ..."; a bare reply gets "smtp; " put in front
 	LastAttempt     time.Time // zero: field omitted
 	WillRetryUntil  time.Time // for delayed only; zero: omitted
+	// Text is the recipient's line in the human-readable part, after
+	// "<address>: " (Postfix's "delivery via mx[ip]:25: 250 2.1.5 Ok");
+	// "" words it from RemoteMTA and Diagnostic.
+	Text string
 }
 
 // DSN actions (RFC 3464 2.3.3).
@@ -47,7 +51,17 @@ const (
 	ActionDelivered = "delivered"
 	ActionRelayed   = "relayed"
 	ActionExpanded  = "expanded"
+
+	// A verification report (sendmail -bv) has only these two, Postfix's
+	// words for a probe's result: the recipient would be accepted, or not
+	// (refused, or a temporary failure: a probe is tried once).
+	ActionDeliverable   = "deliverable"
+	ActionUndeliverable = "undeliverable"
 )
+
+// kindVerify is the report kind of a verification report: Postfix's
+// "verify" template, never mixed with delivery notices.
+const kindVerify = "verify"
 
 // maxField caps one field value so that, folded or not, no output line can
 // reach SMTP's 998-octet limit even when a remote reply is huge.
@@ -71,14 +85,28 @@ func Build(r *Report, now time.Time, messageID string) ([]byte, error) {
 	}
 	kind := ""
 	for i, rc := range r.Recipients {
-		switch strings.ToLower(rc.Action) {
+		switch a := strings.ToLower(rc.Action); a {
+		case ActionDeliverable, ActionUndeliverable:
+			if kind != "" && kind != kindVerify {
+				return nil, fmt.Errorf("bounce: build DSN: recipient %d: %s in a delivery notice", i, a)
+			}
+			kind = kindVerify
 		case ActionFailed:
+			if kind == kindVerify {
+				return nil, fmt.Errorf("bounce: build DSN: recipient %d: %s in a verification report", i, a)
+			}
 			kind = ActionFailed
 		case ActionDelayed:
+			if kind == kindVerify {
+				return nil, fmt.Errorf("bounce: build DSN: recipient %d: %s in a verification report", i, a)
+			}
 			if kind != ActionFailed {
 				kind = ActionDelayed
 			}
 		case ActionDelivered, ActionRelayed, ActionExpanded:
+			if kind == kindVerify {
+				return nil, fmt.Errorf("bounce: build DSN: recipient %d: %s in a verification report", i, a)
+			}
 			if kind == "" {
 				kind = ActionDelivered
 			}
@@ -179,6 +207,7 @@ var subjects = map[string]string{
 	ActionFailed:    "Undelivered Mail Returned to Sender",
 	ActionDelayed:   "Delayed Mail (still being retried)",
 	ActionDelivered: "Successful Mail Delivery Report",
+	kindVerify:      "Mail Delivery Status Report",
 }
 
 // humanText is the first part, in Postfix's wording so that users and
@@ -214,13 +243,15 @@ func humanText(r *Report, kind, host string, now time.Time, global bool) string 
 			}
 			t.WriteString("\r\n")
 		}
+	case kindVerify:
+		t.WriteString("Enclosed is the mail delivery report that you requested.\r\n\r\n")
 	default:
 		t.WriteString("Your message was successfully delivered to the destination(s)\r\n" +
 			"listed below. If the message was delivered to mailbox you will\r\n" +
 			"receive no further notifications. Otherwise you may still receive\r\n" +
 			"notifications of mail delivery errors from other systems.\r\n\r\n")
 	}
-	if kind != ActionDelivered {
+	if kind == ActionFailed || kind == ActionDelayed {
 		t.WriteString("For further assistance, please send mail to " + pm + ".\r\n\r\n" +
 			"If you do so, please include this problem report. You can\r\n" +
 			"delete your own text from the attached returned message.\r\n\r\n")
@@ -234,6 +265,8 @@ func humanText(r *Report, kind, host string, now time.Time, global bool) string 
 		}
 		_, diag := splitType(clean(rc.Diagnostic, global))
 		switch {
+		case clean(rc.Text, global) != "":
+			line += ": " + clean(rc.Text, global)
 		case diag != "" && rc.RemoteMTA != "":
 			line += ": host " + clean(rc.RemoteMTA, global) + " said: " + diag
 		case diag != "":
@@ -301,24 +334,37 @@ func returned(r *Report, kind string, global bool) (ctype, desc string, body []b
 	}
 	msg := crlf(r.Original)
 	full := strings.EqualFold(r.Ret, "FULL") || (r.Ret == "" && kind == ActionFailed)
-	if strings.EqualFold(r.Ret, "HDRS") || (r.MaxReturn > 0 && len(msg) > r.MaxReturn) {
+	if strings.EqualFold(r.Ret, "HDRS") || (r.MaxReturn > 0 && len(msg) > r.MaxReturn) || kind == kindVerify {
+		// A verification report returns the headers only, as Postfix's
+		// trace service does (DSN_RET_HDRS): nothing was delivered.
 		full = false
 	}
 	what := map[string]string{ActionFailed: "Undelivered", ActionDelayed: "Delayed", ActionDelivered: "Delivered"}[kind]
+	if kind == kindVerify {
+		if global {
+			return "message/global-headers", "Message Headers", headerSection(msg)
+		}
+		return "text/rfc822-headers", "Message Headers", headerSection(msg)
+	}
 	if full {
 		if global {
 			return "message/global", what + " Message", msg
 		}
 		return "message/rfc822", what + " Message", msg
 	}
-	h := msg
-	if i := bytes.Index(msg, []byte("\r\n\r\n")); i >= 0 {
-		h = msg[:i+2]
-	}
+	h := headerSection(msg)
 	if global {
 		return "message/global-headers", what + " Message Headers", h
 	}
 	return "text/rfc822-headers", what + " Message Headers", h
+}
+
+// headerSection is the header of a CRLF message, without the blank line.
+func headerSection(msg []byte) []byte {
+	if i := bytes.Index(msg, []byte("\r\n\r\n")); i >= 0 {
+		return msg[:i+2]
+	}
+	return msg
 }
 
 // crlf makes every line end in CRLF, including the last, so that a stray

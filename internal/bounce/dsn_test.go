@@ -89,6 +89,18 @@ func dsnCases() map[string]*Report {
 	r.Recipients = []RcptReport{{Final: "bob@example.net", Action: "failed", Status: "5.7.1", RemoteMTA: "mx.example.net",
 		Diagnostic: "smtp; 554 5.7.1 Service unavailable;\r\n Client host [192.0.2.1] blocked using zen.spamhaus.org", LastAttempt: now}}
 	cases["failed-8bit"] = r
+
+	// sendmail -bv: Postfix's "verify" report, one deliverable and one
+	// undeliverable recipient, the headers returned.
+	r = base()
+	r.Recipients = []RcptReport{
+		{Final: "bob@example.net", Action: "deliverable", Status: "2.1.5", RemoteMTA: "mx.example.net",
+			Diagnostic: "smtp; 250 2.1.5 Ok", Text: "delivery via mx.example.net[192.0.2.25]:25: 250 2.1.5 Ok"},
+		{Final: "nobody@example.net", Action: "undeliverable", Status: "5.1.1", RemoteMTA: "mx.example.net",
+			Diagnostic: "smtp; 550 5.1.1 <nobody@example.net>: Recipient address rejected: User unknown",
+			Text:       "delivery via mx.example.net[192.0.2.25]:25: host mx.example.net[192.0.2.25] said: 550 5.1.1 <nobody@example.net>: Recipient address rejected: User unknown (in reply to RCPT TO command)"},
+	}
+	cases["verify"] = r
 	return cases
 }
 
@@ -173,8 +185,9 @@ func expectParsed(r *Report) *Report {
 	if w.Sender == "" {
 		w.Sender = r.Postmaster
 	}
-	failed := false
+	failed, verify := false, false
 	for _, rc := range r.Recipients {
+		verify = verify || strings.EqualFold(rc.Action, "deliverable") || strings.EqualFold(rc.Action, "undeliverable")
 		_, final := splitAddr(rc.Final)
 		_, orig := splitAddr(rc.Original)
 		d := clean(rc.Diagnostic, r.SMTPUTF8)
@@ -192,7 +205,7 @@ func expectParsed(r *Report) *Report {
 	}
 	orig := crlf(r.Original)
 	full := strings.EqualFold(r.Ret, "FULL") || (r.Ret == "" && failed)
-	if strings.EqualFold(r.Ret, "HDRS") || (r.MaxReturn > 0 && len(orig) > r.MaxReturn) {
+	if strings.EqualFold(r.Ret, "HDRS") || (r.MaxReturn > 0 && len(orig) > r.MaxReturn) || verify {
 		full = false
 	}
 	if full {
@@ -285,6 +298,12 @@ func TestBuildErrors(t *testing.T) {
 		"bad status":       func(r *Report) { r.Recipients[0].Status = "550" },
 		"no address":       func(r *Report) { r.Recipients[0].Final = "rfc822; <>" },
 		"nobody to notify": func(r *Report) { r.Sender = "" },
+		"verify and failed mixed": func(r *Report) {
+			r.Recipients = append(r.Recipients, RcptReport{Final: "c@example.net", Action: "deliverable", Status: "2.1.5"})
+		},
+		"failed and verify mixed": func(r *Report) {
+			r.Recipients = append([]RcptReport{{Final: "c@example.net", Action: "undeliverable", Status: "4.4.1"}}, r.Recipients...)
+		},
 	} {
 		r := ok()
 		if _, err := Build(r, now, ""); err != nil {
@@ -363,6 +382,40 @@ func TestCRLF(t *testing.T) {
 	} {
 		if got := string(crlf([]byte(in))); got != want {
 			t.Errorf("crlf(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestBuildVerifyReport: a sendmail -bv report reads as Postfix's: its
+// subject and text, one "<rcpt>: text" line per recipient, deliverable
+// and undeliverable actions, the headers (never the body) returned.
+func TestBuildVerifyReport(t *testing.T) {
+	r := dsnCases()["verify"]
+	r.Ret = "FULL" // a verification report returns the headers whatever was asked
+	b, err := Build(r, now, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkWellFormed(t, b)
+	s := string(b)
+	for _, want := range []string{
+		"\r\nSubject: Mail Delivery Status Report\r\n",
+		"\r\nTo: <alice@example.com>\r\n",
+		"This is the mail system at host mail.example.com.\r\n\r\nEnclosed is the mail delivery report that you requested.\r\n\r\n                   The mail system\r\n",
+		"\r\n<bob@example.net>: delivery via mx.example.net[192.0.2.25]:25: 250 2.1.5 Ok\r\n",
+		"\r\n<nobody@example.net>: delivery via mx.example.net[192.0.2.25]:25: host\r\n    mx.example.net[192.0.2.25] said: 550 5.1.1",
+		"Final-Recipient: rfc822; bob@example.net\r\nAction: deliverable\r\nStatus: 2.1.5\r\nRemote-MTA: dns; mx.example.net\r\nDiagnostic-Code: smtp; 250 2.1.5 Ok\r\n",
+		"Final-Recipient: rfc822; nobody@example.net\r\nAction: undeliverable\r\nStatus: 5.1.1\r\n",
+		"Content-Description: Message Headers\r\nContent-Type: text/rfc822-headers\r\n",
+		"Subject: Quarterly report\r\n",
+	} {
+		if !strings.Contains(s, want) {
+			t.Errorf("report lacks %q:\n%s", want, s)
+		}
+	}
+	for _, not := range []string{"the numbers are attached", "For further assistance", "Undelivered"} {
+		if strings.Contains(s, not) {
+			t.Errorf("report contains %q:\n%s", not, s)
 		}
 	}
 }

@@ -61,6 +61,7 @@ func FuzzBuild(f *testing.F) {
 	}
 	f.Add("h", "", "", "a@b", "utf-8; j\\x{FC}rgen@b", "", "delayed", "4.4.7", "", "", []byte("x"), "", false, 0)
 	f.Add("h", "--", "", "<>", "x@y", "", "expanded", "2.0.0", "dns; a", "--h", []byte("\n\n--\r"), "HDRS", true, 1)
+	f.Add("h", "Q", "", "a@b", "x@y", "", "Undeliverable", "4.4.1", "", "X-Sluice; 451 4.4.1 connect to x[1.2.3.4]:25: refused", []byte("S: x\r\n\r\nbody\r\n"), "FULL", false, 0)
 	f.Fuzz(func(t *testing.T, host, qid, envid, sender, final, orig, action, status, remote, diag string,
 		original []byte, ret string, global bool, maxReturn int) {
 		r := &Report{ReportingMTA: host, QueueID: qid, EnvID: envid, Sender: sender, Postmaster: "postmaster",
