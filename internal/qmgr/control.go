@@ -262,6 +262,16 @@ func (m *Manager) Expire(id string) error {
 	}
 	cfg := m.opt.Config()
 	now := m.opt.Now()
+	if env.Verify {
+		n, err := m.expireVerify(cfg, env, states, now)
+		if err != nil {
+			return fmt.Errorf("qmgr: expire %s: %w", id, err)
+		}
+		if n > 0 {
+			m.logf("qmgr: %s: verification request expired by the administrator (%d recipients)", id, n)
+		}
+		return nil
+	}
 	postmaster := postmasterOf(cfg)
 	var b spool.Batch
 	var reports []bounce.RcptReport

@@ -122,6 +122,9 @@ type Manager struct {
 	// deliverFn is deliver; the scheduler benchmark replaces it.
 	deliverFn func(ctx context.Context, cfg *config.Config, q *queue, lim *limits, group []spool.Due)
 	wg        sync.WaitGroup
+	// verifyMu makes a verify request's completion check and its commit
+	// one step (verify.go).
+	verifyMu sync.Mutex
 }
 
 // New makes a Manager; Run starts it.
@@ -291,6 +294,11 @@ func (m *Manager) deliver(ctx context.Context, cfg *config.Config, q *queue, lim
 	}
 	if err := m.sp.Commit(&b); err != nil {
 		m.logf("qmgr: %s: record attempt: %v (recipients stay queued)", id, err)
+		return
+	}
+	if env.Verify {
+		// sendmail -bv: probe, never deliver (verify.go).
+		m.probe(ctx, cfg, env, q, lim, key, dom, group, attempts, now)
 		return
 	}
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -22,6 +23,8 @@ type fakeDeliverer struct {
 	delay   time.Duration
 	dsn     bool          // the next hop offers DSN
 	defer_  time.Duration // Result.QueueDefer (a 421)
+	ip      netip.Addr    // Result.IP and Port 25 when set
+	block   chan struct{} // when set, Deliver waits for it or for ctx
 
 	mu      sync.Mutex
 	active  map[string]int
@@ -29,6 +32,7 @@ type fakeDeliverer struct {
 	calls   atomic.Int64
 	content [][]byte
 	dests   []vmta.Destination
+	probes  [][]string // the recipients of each probe (Message.Probe)
 }
 
 func (f *fakeDeliverer) Deliver(ctx context.Context, dest vmta.Destination, msg *vmta.Message) vmta.Result {
@@ -41,21 +45,50 @@ func (f *fakeDeliverer) Deliver(ctx context.Context, dest vmta.Destination, msg 
 	if f.active[dest.Domain] > f.peak[dest.Domain] {
 		f.peak[dest.Domain] = f.active[dest.Domain]
 	}
-	buf := make([]byte, msg.Size)
-	msg.Content.ReadAt(buf, 0)
-	f.content = append(f.content, buf)
+	if msg.Probe {
+		var rcpts []string
+		for _, r := range msg.Rcpts {
+			rcpts = append(rcpts, r.Addr)
+		}
+		f.probes = append(f.probes, rcpts)
+	} else {
+		buf := make([]byte, msg.Size)
+		msg.Content.ReadAt(buf, 0)
+		f.content = append(f.content, buf)
+	}
 	f.dests = append(f.dests, dest)
 	f.mu.Unlock()
 	if f.delay > 0 {
 		time.Sleep(f.delay)
 	}
 	res := vmta.Result{Host: "mx." + dest.Domain, DSN: f.dsn, QueueDefer: f.defer_}
+	if f.block != nil {
+		select {
+		case <-f.block:
+		case <-ctx.Done():
+			// What a session cut by shutdown reports.
+			f.mu.Lock()
+			f.active[dest.Domain]--
+			f.mu.Unlock()
+			for range msg.Rcpts {
+				res.Rcpts = append(res.Rcpts, vmta.RcptResult{Reply: vmta.Reply{Code: 451, Enhanced: "4.4.2", Text: "lost connection"}, Stage: vmta.StageGreeting, Synthesized: true})
+			}
+			return res
+		}
+	}
+	if f.ip.IsValid() {
+		res.IP, res.Port = f.ip, 25
+	}
 	for _, r := range msg.Rcpts {
 		rep, ok := f.replies[r.Addr]
 		if !ok {
 			rep = vmta.Reply{Code: 250, Enhanced: "2.0.0", Text: "ok"}
 		}
-		res.Rcpts = append(res.Rcpts, vmta.RcptResult{Reply: rep, Stage: vmta.StageDot})
+		stage := vmta.StageDot
+		if msg.Probe {
+			stage = vmta.StageRcpt // a probe ends after RCPT
+		}
+		res.Rcpts = append(res.Rcpts, vmta.RcptResult{Reply: rep, Stage: stage})
 	}
 	f.mu.Lock()
 	f.active[dest.Domain]--
@@ -66,6 +99,13 @@ func (f *fakeDeliverer) Deliver(ctx context.Context, dest vmta.Destination, msg 
 type recorder struct {
 	mu     sync.Mutex
 	events []*Event
+	verify []*Event // RecordVerify
+}
+
+func (r *recorder) RecordVerify(ev *Event) {
+	r.mu.Lock()
+	r.verify = append(r.verify, ev)
+	r.mu.Unlock()
 }
 
 func (r *recorder) Record(ev *Event) {
