@@ -3,6 +3,7 @@
 // syslog name changed ("sluice" instead of "postfix"):
 //
 //	Nov 29 10:18:33 HOST sluice/smtp[PID]: QUEUEID: to=<rcpt>, relay=host[ip]:port, delay=1.2, delays=a/b/c/d, dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as X)
+//	Nov 29 10:18:33 HOST sluice/smtp[PID]: QUEUEID: to=<rcpt>, relay=host[ip]:port, delay=0.1, delays=a/b/c/d, dsn=2.1.5, status=deliverable (250 2.1.5 Ok)
 //	Nov 29 10:18:32 HOST sluice/qmgr[PID]: QUEUEID: from=<sender>, size=N, nrcpt=N (queue active)
 //	Nov 29 10:18:31 HOST sluice/smtpd[PID]: NOQUEUE: reject: RCPT from host[ip]: 554 5.7.1 <x@y>: Relay access denied; from=<> to=<x@y> proto=ESMTP helo=<h>
 //
@@ -24,6 +25,10 @@ const (
 	StatusDeferred = "deferred"
 	StatusBounced  = "bounced"
 	StatusExpired  = "expired"
+	// A sendmail -bv probe's result, as Postfix logs it (log_adhoc with
+	// the trace action): the recipient would be accepted, or not.
+	StatusDeliverable   = "deliverable"
+	StatusUndeliverable = "undeliverable"
 )
 
 // DeliveryLine is one recipient's delivery attempt (Postfix smtp(8)).

@@ -175,6 +175,12 @@ func (l *Log) Expired(queueID, from string) {
 	l.line("qmgr", queueID+": from=<"+from+">, status=expired, returned to sender")
 }
 
+// StatusNotification logs the report a sendmail -bv request (or -v)
+// caused, as Postfix's bounce(8) trace service does.
+func (l *Log) StatusNotification(queueID, reportID string) {
+	l.line("bounce", queueID+": sender delivery status notification: "+reportID)
+}
+
 // Removed logs qmgr's "QUEUEID: removed" when a message leaves the queue.
 func (l *Log) Removed(queueID string) { l.line("qmgr", queueID+": removed") }
 

@@ -67,6 +67,12 @@ func TestLineShapes(t *testing.T) {
 		{"expired", DeliveryLine{QueueID: "Q", To: "u@slow.test", Delay: 432000 * time.Second, Delays: [4]time.Duration{432000 * time.Second, 0, 0, 0},
 			DSN: "4.4.7", Status: StatusExpired, Reason: "message expired: connect to mx.slow.test[192.0.2.3]:25: Connection timed out"}.String(),
 			"Q: to=<u@slow.test>, relay=none, delay=432000, delays=432000/0/0/0, dsn=4.4.7, status=expired (message expired: connect to mx.slow.test[192.0.2.3]:25: Connection timed out)"},
+		{"deliverable (sendmail -bv)", DeliveryLine{QueueID: "Q", To: "u@example.com", RelayHost: "mx.example.com", RelayIP: "192.0.2.1", RelayPort: 25,
+			Delay: 70 * ms, DSN: "2.1.5", Status: StatusDeliverable, Reason: "250 2.1.5 Ok"}.String(),
+			"Q: to=<u@example.com>, relay=mx.example.com[192.0.2.1]:25, delay=0.07, delays=0/0/0/0, dsn=2.1.5, status=deliverable (250 2.1.5 Ok)"},
+		{"undeliverable (sendmail -bv)", DeliveryLine{QueueID: "Q", To: "nobody@example.com", RelayHost: "mx.example.com", RelayIP: "192.0.2.1", RelayPort: 25,
+			DSN: "5.1.1", Status: StatusUndeliverable, Reason: Said("mx.example.com", "192.0.2.1", "550 5.1.1 no such user", "RCPT TO")}.String(),
+			"Q: to=<nobody@example.com>, relay=mx.example.com[192.0.2.1]:25, delay=0, delays=0/0/0/0, dsn=5.1.1, status=undeliverable (host mx.example.com[192.0.2.1] said: 550 5.1.1 no such user (in reply to RCPT TO command))"},
 		{"arrival", ArrivalLine{QueueID: "Q", From: "sender@example.org", Size: 1234, NRcpt: 2}.String(),
 			"Q: from=<sender@example.org>, size=1234, nrcpt=2 (queue active)"},
 		{"arrival null sender", ArrivalLine{QueueID: "Q", Size: 10, NRcpt: 1}.String(),
@@ -108,6 +114,7 @@ func TestFullLines(t *testing.T) {
 	l.Disconnect("c.test", "127.0.0.1", "ehlo=1 mail=1 rcpt=1 data=1 quit=1 commands=5")
 	l.Expired("Q", "a@b.test")
 	l.Removed("Q")
+	l.StatusNotification("Q", "R")
 	l.Printf("pickup", "%s: uid=%d from=<%s>", "Q", 1000, "me")
 	l.SetName("postfix")
 	l.Delivery(DeliveryLine{Component: "local", QueueID: "Q", To: "u@localhost", RelayHost: "local", DSN: "2.0.0", Status: StatusSent, Reason: "delivered to mailbox"})
@@ -121,6 +128,7 @@ Nov 29 10:18:33 mail sluice/cleanup[1234]: Q: message-id=<m@b.test>
 Nov 29 10:18:33 mail sluice/smtpd[1234]: disconnect from c.test[127.0.0.1] ehlo=1 mail=1 rcpt=1 data=1 quit=1 commands=5
 Nov 29 10:18:33 mail sluice/qmgr[1234]: Q: from=<a@b.test>, status=expired, returned to sender
 Nov 29 10:18:33 mail sluice/qmgr[1234]: Q: removed
+Nov 29 10:18:33 mail sluice/bounce[1234]: Q: sender delivery status notification: R
 Nov 29 10:18:33 mail sluice/pickup[1234]: Q: uid=1000 from=<me>
 Nov 29 10:18:33 mail postfix/local[1234]: Q: to=<u@localhost>, relay=local, delay=0, delays=0/0/0/0, dsn=2.0.0, status=sent (delivered to mailbox)
 `
