@@ -239,18 +239,3 @@ func TestSendmailV(t *testing.T) {
 		}
 	}
 }
-
-// TestSendmailBVSendsNothing: -bv must never deliver; until address
-// verification exists, it is refused with a clear message.
-func TestSendmailBVSendsNothing(t *testing.T) {
-	sink := smtpsink.Start(t, smtpsink.Options{})
-	d := sluicetest.Start(t, sluicetest.Options{Config: routes(sink.Port(), "")})
-	out, code := run(t, d, "", nil, "sendmail", "-bv", "someone@rcpt.test")
-	if code != 69 || !strings.Contains(out, "-bv") {
-		t.Errorf("sendmail -bv: exit %d %q, want 69 and a message naming -bv", code, out)
-	}
-	time.Sleep(500 * time.Millisecond)
-	if n := len(sink.Messages()); n != 0 {
-		t.Fatalf("sendmail -bv delivered %d messages", n)
-	}
-}

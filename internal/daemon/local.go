@@ -11,6 +11,8 @@ import (
 
 	"github.com/sluicemta/sluice/compat"
 	"github.com/sluicemta/sluice/internal/bounce"
+	"github.com/sluicemta/sluice/internal/maillog"
+	"github.com/sluicemta/sluice/internal/qmgr"
 	"github.com/sluicemta/sluice/spool"
 )
 
@@ -44,11 +46,6 @@ func (d *Daemon) compatHandler() *compat.Handler {
 // then one durable append; the caller is answered only after it.
 func (b *localBackend) Submit(ctx context.Context, m *compat.Submission) (string, error) {
 	d := b.d
-	if m.Verify {
-		// -bv must not deliver: until sluice can probe recipients, say so
-		// rather than send the message.
-		return "", compat.Exitf(compat.ExitUnavailable, "address verification (-bv) is not supported by sluice yet; nothing was sent")
-	}
 	notify := spool.Notify(0)
 	if m.DSNNotify != "" {
 		f, err := bounce.ParseNotify(m.DSNNotify)
@@ -91,6 +88,10 @@ func (b *localBackend) Submit(ctx context.Context, m *compat.Submission) (string
 		Recipients: f.Recipients,
 		Content:    f.Content,
 		Held:       f.Hold != "",
+		// sendmail -bv: queued like any submission (durable before exit
+		// 0), then probed and reported on by the queue manager, never
+		// delivered.
+		Verify: m.Verify,
 		// PowerMTA accounts mail not received by SMTP as srcType "api".
 		Origin: spool.Origin{Type: "api"},
 	}
@@ -212,4 +213,42 @@ func notFound(err error) error {
 func (b *localBackend) ServeLocalSMTP(ctx context.Context, conn net.Conn, uid uint32, login string) error {
 	b.d.smtp.ServeLocal(conn)
 	return nil
+}
+
+// RecordVerify logs one sendmail -bv probe result as Postfix does
+// ("status=deliverable (...)"), and the report when the event names one
+// (qmgr.VerifyRecorder). A verification is not a delivery: no accounting
+// record is written for it (docs/accounting.md).
+func (l *logs) RecordVerify(ev *qmgr.Event) {
+	ml := l.log()
+	if ml == nil {
+		return
+	}
+	line := maillog.DeliveryLine{
+		QueueID: ev.QueueID, To: ev.Rcpt, Delay: ev.Logged.Sub(ev.Arrival),
+		DSN: ev.Class.Status, Status: ev.Status, Reason: ev.Reason,
+	}
+	if ev.Status == qmgr.StatusDeliverable {
+		line.Status = maillog.StatusDeliverable
+	} else {
+		line.Status = maillog.StatusUndeliverable
+	}
+	if line.Reason == "" {
+		line.Reason = ev.Reply.String()
+	}
+	if res := ev.Result; res != nil {
+		line.RelayHost, line.RelayPort = res.Host, res.Port
+		if res.IP.IsValid() {
+			line.RelayIP = res.IP.String()
+		}
+	}
+	if ev.ORCPT != "" {
+		if _, addr, ok := strings.Cut(ev.ORCPT, ";"); ok {
+			line.OrigTo = addr
+		}
+	}
+	ml.Delivery(line)
+	if ev.DSNQueueID != "" {
+		ml.StatusNotification(ev.QueueID, ev.DSNQueueID)
+	}
 }
