@@ -91,9 +91,9 @@ func noProbeAccounting(t *testing.T, d *sluicetest.Daemon, rcpts ...string) {
 	}
 }
 
-// TestSendmailBVDeliverable: the sink accepts the RCPT; the report says
+// TestVerifyDeliverable: the sink accepts the RCPT; the report says
 // deliverable, and the sink got no DATA for the probe.
-func TestSendmailBVDeliverable(t *testing.T) {
+func TestVerifyDeliverable(t *testing.T) {
 	sink := smtpsink.Start(t, smtpsink.Options{})
 	d := sluicetest.Start(t, sluicetest.Options{Config: routes(sink.Port(), "")})
 	out, code := run(t, d, "Subject: is it there?\n\nthis body is never sent\n", nil, "sendmail", "-bv", "-f", "me@sender.test", "ok@rcpt.test")
@@ -128,9 +128,9 @@ func TestSendmailBVDeliverable(t *testing.T) {
 	noProbeAccounting(t, d, "ok@rcpt.test")
 }
 
-// TestSendmailBVUndeliverable: one of two recipients is refused; one
+// TestVerifyUndeliverable: one of two recipients is refused; one
 // report has one deliverable and one undeliverable recipient.
-func TestSendmailBVUndeliverable(t *testing.T) {
+func TestVerifyUndeliverable(t *testing.T) {
 	sink := smtpsink.Start(t, smtpsink.Options{RcptReplies: map[string]string{"bad@rcpt.test": "550 5.1.1 <bad@rcpt.test>: Recipient address rejected: User unknown"}})
 	d := sluicetest.Start(t, sluicetest.Options{Config: routes(sink.Port(), "")})
 	if out, code := run(t, d, "", nil, "sendmail", "-bv", "-f", "me@sender.test", "good@rcpt.test", "bad@rcpt.test"); code != 0 {
@@ -154,11 +154,11 @@ func TestSendmailBVUndeliverable(t *testing.T) {
 	}
 }
 
-// TestSendmailBVTemporaryFailure: as Postfix in verify mode, a temporary
+// TestVerifyTemporaryFailure: as Postfix in verify mode, a temporary
 // failure (a 450 to RCPT, a next hop that refuses connections) is not
 // retried for days: it is reported at once as undeliverable, with its
 // 4.x.x status, and never probed again (retry-after is 1s here).
-func TestSendmailBVTemporaryFailure(t *testing.T) {
+func TestVerifyTemporaryFailure(t *testing.T) {
 	sink := smtpsink.Start(t, smtpsink.Options{RcptReplies: map[string]string{"busy@rcpt.test": "450 4.2.1 mailbox busy, try later"}})
 	d := sluicetest.Start(t, sluicetest.Options{Config: routes(sink.Port(), "<domain down.test>\n    route [127.0.0.1]:1\n</domain>")})
 	if out, code := run(t, d, "", nil, "sendmail", "-bv", "-f", "me@sender.test", "busy@rcpt.test", "x@down.test"); code != 0 {
@@ -181,11 +181,11 @@ func TestSendmailBVTemporaryFailure(t *testing.T) {
 	}
 }
 
-// TestSendmailBVSurvivesRestart: the request is durable when sendmail
+// TestVerifySurvivesRestart: the request is durable when sendmail
 // exits 0 and shows in mailq; the daemon is stopped while its probe hangs
 // on an unresponsive next hop, and after a restart the report arrives,
 // once, and says deliverable (the shutdown is not the recipient's fault).
-func TestSendmailBVSurvivesRestart(t *testing.T) {
+func TestVerifySurvivesRestart(t *testing.T) {
 	hang := make(chan struct{})
 	var hanging atomic.Bool
 	hanging.Store(true)
