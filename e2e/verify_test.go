@@ -3,6 +3,8 @@ package e2e
 import (
 	"bytes"
 	"fmt"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync/atomic"
@@ -228,4 +230,30 @@ func TestVerifySurvivesRestart(t *testing.T) {
 		t.Errorf("%d messages after restart, want the one report", n)
 	}
 	probedOnly(t, sink, "later@rcpt.test")
+}
+
+// TestVerifyWhileDaemonDown: with the daemon stopped, sendmail -bv goes
+// through the maildrop like any submission; the daemon picks the request
+// up at start, probes and reports.
+func TestVerifyWhileDaemonDown(t *testing.T) {
+	sink := smtpsink.Start(t, smtpsink.Options{})
+	maildrop := filepath.Join(t.TempDir(), "maildrop")
+	if err := os.Mkdir(maildrop, 0o1730); err != nil {
+		t.Fatal(err)
+	}
+	d := sluicetest.Start(t, sluicetest.Options{Config: routes(sink.Port(), "maildrop "+maildrop)})
+	if err := d.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"SLUICE_POSTDROP=" + binPath(t, "sluice-postdrop"), "SLUICE_MAILDROP=" + maildrop}
+	if out, code := run(t, d, "", env, "sendmail", "-bv", "-f", "me@sender.test", "down@rcpt.test"); code != 0 {
+		t.Fatalf("sendmail -bv with the daemon down: exit %d: %s", code, out)
+	}
+	d.Restart()
+	rep := verifyReport(t, sink, "me@sender.test")
+	wantIn(t, "report", rep.Data, "Final-Recipient: rfc822; down@rcpt.test\r\nAction: deliverable\r\n")
+	probedOnly(t, sink, "down@rcpt.test")
+	if n := len(sink.Transactions()); n != 1 {
+		t.Errorf("the sink received content %d times, want once (the report)", n)
+	}
 }
