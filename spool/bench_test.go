@@ -102,7 +102,9 @@ func BenchmarkAppend64(b *testing.B) {
 	}
 	s.stats.mu.Lock()
 	fsyncs, batches, hist := s.stats.fsyncs, s.stats.batches, s.stats.hist
+	wt, st, at := s.stats.writeTime, s.stats.syncTime, s.stats.applyTime
 	s.stats.mu.Unlock()
+	b.Logf("per batch: write %v, fdatasync %v, apply+answer %v", wt/time.Duration(batches), st/time.Duration(batches), at/time.Duration(batches))
 	n := writers * per
 	b.ReportMetric(float64(n)/el.Seconds(), "msgs/s")
 	b.ReportMetric(float64(fsyncs), "fsyncs")

@@ -15,48 +15,18 @@ import (
 // answered. Requests that arrive meanwhile form the next batch, so a lone
 // writer never waits for company and many writers share one fdatasync.
 //
-// The fdatasync of a batch runs on its own goroutine; with maxFlight > 1
-// the next batch could be written while the disk works on the previous
-// one. Batches complete strictly in order, and after a failed fdatasync
-// every later batch of that segment fails too, whatever its own fdatasync
-// said. Measured on a 2-core VM, overlapping fdatasyncs made batches
-// smaller without raising throughput, so one is in flight at a time.
-const maxFlight = 1
-
-type flight struct {
-	reqs []*request
-	g    *segment
-	off  int64
-	buf  []byte
-	done chan error
-}
-
+// One batch is on its way to the disk at a time. Overlapping fdatasyncs
+// was measured on a 2-core VM and lost: the kernel serializes them on the
+// file and each costs a cache flush, so overlapping only split the writers
+// into two groups and halved the batches, and a flush's cost grows far
+// slower than its size. So batches are made as large as the callers allow:
+// the next one is cut only once the callers just answered have had the
+// processor to queue their next appends (gather).
 func (s *Spool) committer() {
 	defer s.wg.Done()
 	for {
-		if len(s.flights) >= maxFlight {
-			// Wait for the disk before taking requests, so that all that
-			// arrived meanwhile go out together.
-			s.complete(<-s.flights[0].done)
-			// Let the callers just answered queue their next appends:
-			// a yield, not a delay, so a lone writer does not wait.
-			runtime.Gosched()
-			continue
-		}
-		s.qmu.Lock()
-		reqs := s.pending
-		s.pending = nil
-		closed := s.closed
-		s.qmu.Unlock()
+		reqs, closed := s.take()
 		if len(reqs) == 0 {
-			if len(s.flights) > 0 {
-				select {
-				case err := <-s.flights[0].done:
-					s.complete(err)
-				case <-s.qch:
-				}
-				continue
-			}
 			if closed {
 				return
 			}
@@ -66,87 +36,72 @@ func (s *Spool) committer() {
 			}
 			continue
 		}
-		s.commitBatch(reqs)
-		s.reap()
+		if s.commitBatch(reqs) > 0 {
+			s.gather()
+		}
 	}
 }
 
-// reap completes the batches at the head whose fdatasync has returned.
-func (s *Spool) reap() {
-	for len(s.flights) > 0 {
-		select {
-		case err := <-s.flights[0].done:
-			s.complete(err)
-		default:
+// take returns the pending requests, and whether the spool is closing.
+func (s *Spool) take() ([]*request, bool) {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	reqs := s.pending
+	s.pending = nil
+	return reqs, s.closed
+}
+
+// gather lets the callers just answered queue their next appends before
+// the next batch is cut: it yields the processor for as long as yielding
+// brings more requests, and no longer. No timer is involved, so a lone
+// writer, or writers with nothing more to send, are not kept waiting.
+func (s *Spool) gather() {
+	prev := -1
+	for range 64 {
+		s.qmu.Lock()
+		n := len(s.pending)
+		s.qmu.Unlock()
+		if n == prev {
 			return
 		}
+		prev = n
+		runtime.Gosched()
 	}
 }
 
-// drain completes every batch in flight.
-func (s *Spool) drain() {
-	for len(s.flights) > 0 {
-		s.complete(<-s.flights[0].done)
-	}
-}
-
-// complete finishes the oldest batch in flight, whose fdatasync returned err.
-func (s *Spool) complete(err error) {
-	f := s.flights[0]
-	s.flights[0] = nil
-	s.flights = s.flights[1:]
-	g := f.g
-	if err == nil && s.failedSeg == g {
-		err = errors.New("an earlier batch of this segment failed")
-	}
+// complete finishes a batch written at off in g whose write or fdatasync
+// returned err, and reports how many callers were answered with success.
+func (s *Spool) complete(reqs []*request, g *segment, off int64, buf []byte, err error) int {
 	if err != nil {
-		if s.failedSeg != g {
-			// Never fdatasync the same file again and trust it: after a
-			// failed writeback the kernel may have dropped the dirty
-			// pages and a second fdatasync reports success. Abandon the
-			// segment; the next one's header says where its trustworthy
-			// part ends.
-			s.logf("spool: segment %d: write or fdatasync failed at offset %d, abandoning it: %v", g.seq, f.off, err)
-			s.failedSeg = g
-			s.abandonSeq, s.abandonLen = g.seq, f.off
-			if s.active == g {
-				s.sealNoDrain()
-			}
-		}
+		// Never fdatasync the same file again and trust it: after a
+		// failed writeback the kernel may have dropped the dirty pages
+		// and a second fdatasync reports success. Abandon the segment;
+		// the next one's header says where its trustworthy part ends.
+		s.logf("spool: segment %d: write or fdatasync failed at offset %d, abandoning it: %v", g.seq, off, err)
+		s.abandonSeq, s.abandonLen = g.seq, off
+		s.sealNoFooter()
 		werr := fmt.Errorf("spool: write segment %d: %w", g.seq, err)
-		for _, r := range f.reqs {
+		for _, r := range reqs {
 			r.done <- werr
 		}
-		s.putBuf(f.buf)
-		return
+		return 0
 	}
+	t := time.Now()
 	s.mu.Lock()
-	g.end = f.off + int64(len(f.buf))
-	woke := s.applyBuf(f.buf, g, f.off)
+	g.end = off + int64(len(buf))
+	woke := s.applyBuf(buf, g, off)
 	s.mu.Unlock()
 	if woke {
 		s.notify()
 	}
-	for _, r := range f.reqs {
+	for _, r := range reqs {
 		r.done <- nil
 	}
-	s.putBuf(f.buf)
+	s.stats.mu.Lock()
+	s.stats.applyTime += time.Since(t)
+	s.stats.mu.Unlock()
 	s.kickCompaction()
-}
-
-func (s *Spool) getBuf() []byte {
-	if n := len(s.bufs); n > 0 {
-		b := s.bufs[n-1]
-		s.bufs = s.bufs[:n-1]
-		return b[:0]
-	}
-	return nil
-}
-
-func (s *Spool) putBuf(b []byte) {
-	if cap(b) <= 4<<20 && len(s.bufs) < maxFlight+1 {
-		s.bufs = append(s.bufs, b)
-	}
+	return len(reqs)
 }
 
 func (s *Spool) avail() int64 {
@@ -166,12 +121,12 @@ func (s *Spool) avail() int64 {
 	return a
 }
 
-func (s *Spool) commitBatch(reqs []*request) {
-	// Compaction output is encoded first, from an index that already
-	// reflects every earlier record, so its snapshots are exact.
-	if sortBuilds(reqs) {
-		s.drain() // snapshots must see every earlier record applied
-	}
+// commitBatch writes reqs, in as many batches as segment ends require,
+// and reports how many callers were answered with success.
+func (s *Spool) commitBatch(reqs []*request) int {
+	// Compaction output is encoded first, from an index that reflects
+	// every earlier record, so its snapshots are exact.
+	sortBuilds(reqs)
 	free := s.avail()
 	todo := reqs[:0:0]
 	var size int64
@@ -198,13 +153,14 @@ func (s *Spool) commitBatch(reqs []*request) {
 		size += n
 		todo = append(todo, r)
 	}
+	answered := 0
 	for len(todo) > 0 {
 		if s.active == nil {
 			if err := s.roll(); err != nil {
 				for _, r := range todo {
 					r.done <- err
 				}
-				return
+				return answered
 			}
 		}
 		// Leave room for the index footer written at sealing.
@@ -226,12 +182,14 @@ func (s *Spool) commitBatch(reqs []*request) {
 			s.seal()
 			continue
 		}
-		s.writeBatch(todo[:n])
+		answered += s.writeBatch(todo[:n])
 		todo = todo[n:]
 	}
+	return answered
 }
 
-func sortBuilds(reqs []*request) bool {
+// sortBuilds moves the requests built by the committer to the front.
+func sortBuilds(reqs []*request) {
 	k := 0
 	for i, r := range reqs {
 		if r.build != nil {
@@ -239,33 +197,38 @@ func sortBuilds(reqs []*request) bool {
 			k++
 		}
 	}
-	return k > 0
 }
 
-func (s *Spool) writeBatch(reqs []*request) {
+// writeBatch writes reqs at the end of the active segment, makes them
+// durable and completes them; it returns how many succeeded.
+func (s *Spool) writeBatch(reqs []*request) int {
 	g := s.active
-	buf := s.getBuf()
+	buf := s.buf[:0]
 	for _, r := range reqs {
 		buf = append(buf, r.buf...)
 	}
+	if cap(buf) <= 4<<20 {
+		s.buf = buf // reused by the next batch; an outsized one is not kept
+	}
 	off := s.woff
 	s.woff += int64(len(buf))
-	f := &flight{reqs: reqs, g: g, off: off, buf: buf, done: make(chan error, 1)}
-	s.flights = append(s.flights, f)
 	s.stats.mu.Lock()
 	s.stats.fsyncs++
 	s.stats.batches++
 	s.stats.hist[min(bits.Len(uint(len(reqs)))-1, len(s.stats.hist)-1)]++
 	s.stats.mu.Unlock()
-	if _, err := g.f.WriteAt(buf, off); err != nil {
-		f.done <- err
-		return
+	t0 := time.Now()
+	_, err := g.f.WriteAt(buf, off)
+	t1 := time.Now()
+	if err == nil && !s.opt.noSync {
+		err = g.f.Datasync()
 	}
-	if s.opt.noSync {
-		f.done <- nil
-		return
-	}
-	go func() { f.done <- g.f.Datasync() }()
+	t2 := time.Now()
+	s.stats.mu.Lock()
+	s.stats.writeTime += t1.Sub(t0)
+	s.stats.syncTime += t2.Sub(t1)
+	s.stats.mu.Unlock()
+	return s.complete(reqs, g, off, buf, err)
 }
 
 // applyBuf applies the records just made durable at off in g. Called with
@@ -289,11 +252,10 @@ func (s *Spool) applyBuf(buf []byte, g *segment, off int64) bool {
 	return woke
 }
 
-// seal ends appends to the active segment once its batches in flight
-// are done; the next batch rolls.
+// seal ends appends to the active segment and has its index footer
+// written; the next batch rolls.
 func (s *Spool) seal() {
-	s.drain()
-	if g := s.active; g != nil && g != s.failedSeg {
+	if g := s.active; g != nil {
 		// The footer is written beside the committer: the segment takes
 		// no more appends, and a reference keeps its file open.
 		s.mu.Lock()
@@ -306,18 +268,20 @@ func (s *Spool) seal() {
 			s.unref(g)
 		}()
 	}
-	s.sealNoDrain()
+	s.sealNoFooter()
 }
 
-func (s *Spool) sealNoDrain() {
+// sealNoFooter ends appends to the active segment. An abandoned segment
+// gets no footer: recovery scans it up to what its successor vouches for.
+func (s *Spool) sealNoFooter() {
 	if s.active == nil {
 		return
 	}
 	s.mu.Lock()
 	s.active.sealed = true
 	s.maybeCompact(s.active)
+	s.active = nil // written under s.mu: the compactor reads it
 	s.mu.Unlock()
-	s.active = nil
 }
 
 // roll makes a fresh segment active: the spare if there is one, else a new
@@ -354,8 +318,8 @@ func (s *Spool) roll() error {
 	s.abandonSeq, s.abandonLen = 0, 0
 	s.mu.Lock()
 	s.addSegment(g)
-	s.mu.Unlock()
 	s.active = g
+	s.mu.Unlock()
 	s.woff = headerSize
 	select {
 	case s.spareCh <- struct{}{}:
