@@ -183,6 +183,31 @@ type Prepared struct {
 // Postfix's message_drop_headers default.
 var dropHeaders = map[string]bool{"bcc": true, "resent-bcc": true, "content-length": true, "return-path": true}
 
+// probeMessage is what sendmail -bv submits instead of reading standard
+// input, as Postfix's sendmail does: a From header when the sender was
+// given, "Subject: probe", and the recipients in a To header. The daemon
+// completes it like any submission; only its headers reach the report.
+func probeMessage(inv *Invocation) []byte {
+	var b strings.Builder
+	if inv.SenderSet && inv.Sender != "" {
+		fmt.Fprintf(&b, "From: %s\n", inv.Sender)
+	}
+	b.WriteString("Subject: probe\n")
+	// Postfix writes "To:" as a partial record and each recipient as a
+	// tab-led line, so the first shares the header's line.
+	for i, r := range inv.Rcpts {
+		if i == 0 {
+			b.WriteString("To:")
+		}
+		sep := ","
+		if i == len(inv.Rcpts)-1 {
+			sep = ""
+		}
+		fmt.Fprintf(&b, "\t%s%s\n", r, sep)
+	}
+	return []byte(b.String())
+}
+
 // Prepare turns content read by ReadMessage (LF line ends) into the
 // queued message: recipients extracted under -t (from To/Cc/Bcc, or only
 // from Resent-To/Cc/Bcc when the message has any of those), added to

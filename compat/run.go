@@ -103,8 +103,10 @@ func runSendmail(ctx context.Context, cmd Command, args []string, env Env) error
 	case ModeSMTP:
 		return c.SMTP(ctx, env.Stdin, env.Stdout)
 	}
-	content, err := ReadMessage(env.Stdin, inv.DotEnds, 0)
-	if err != nil {
+	var content []byte
+	if inv.Verify {
+		content = probeMessage(inv)
+	} else if content, err = ReadMessage(env.Stdin, inv.DotEnds, 0); err != nil {
 		return err
 	}
 	if inv.FullName == "" && env.Getenv != nil {

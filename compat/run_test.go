@@ -3,6 +3,7 @@ package compat
 import (
 	"bytes"
 	"context"
+	"io"
 	"strings"
 	"testing"
 )
@@ -64,5 +65,37 @@ func TestRunDaemonDown(t *testing.T) {
 	code, _, errOut := runWith(t, c, []string{"sendmail", "a@x"}, "Subject: x\n\n")
 	if code != ExitTempFail || !strings.Contains(errOut, "not running") {
 		t.Fatalf("exit %d, %q", code, errOut)
+	}
+}
+
+// errReader fails the test's expectations if anything reads it.
+type errReader struct{ read *bool }
+
+func (e errReader) Read([]byte) (int, error) { *e.read = true; return 0, io.ErrUnexpectedEOF }
+
+// TestRunVerifyReadsNoStdin: as Postfix's, sendmail -bv reads no message
+// (typed at a terminal it must not wait for EOF); it submits a probe of
+// headers naming the sender and recipients, with the verify flag.
+func TestRunVerifyReadsNoStdin(t *testing.T) {
+	fb := &fakeBackend{}
+	c := startServer(t, fb, nil)
+	var read bool
+	var errb bytes.Buffer
+	code := Run(context.Background(), []string{"sendmail", "-bv", "-f", "me@here.test", "a@x.test", "b@y.test"}, Env{
+		Stdin: errReader{&read}, Stdout: io.Discard, Stderr: &errb,
+		Getenv: func(string) string { return "" },
+		Socket: func(string) (string, error) { return c.Socket, nil },
+	})
+	if code != 0 || read {
+		t.Fatalf("exit %d (stderr %q), stdin read: %v", code, errb.String(), read)
+	}
+	if len(fb.subs) != 1 || !fb.subs[0].Verify {
+		t.Fatalf("submissions %+v", fb.subs)
+	}
+	got := string(fb.subs[0].Content)
+	for _, want := range []string{"From: me@here.test\r\n", "Subject: probe\r\n", "To:\ta@x.test,\r\n\tb@y.test\r\n"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("probe content %q lacks %q", got, want)
+		}
 	}
 }

@@ -94,7 +94,9 @@ func noProbeAccounting(t *testing.T, d *sluicetest.Daemon, rcpts ...string) {
 }
 
 // TestVerifyDeliverable: the sink accepts the RCPT; the report says
-// deliverable, and the sink got no DATA for the probe.
+// deliverable, and the sink got no DATA for the probe. As Postfix's,
+// sendmail -bv reads no message: the report carries the probe's headers,
+// not what was on standard input.
 func TestVerifyDeliverable(t *testing.T) {
 	sink := smtpsink.Start(t, smtpsink.Options{})
 	d := sluicetest.Start(t, sluicetest.Options{Config: routes(sink.Port(), "")})
@@ -108,7 +110,10 @@ func TestVerifyDeliverable(t *testing.T) {
 		"Enclosed is the mail delivery report that you requested.",
 		fmt.Sprintf("<ok@rcpt.test>: delivery via 127.0.0.1[127.0.0.1]:%d: 250 2.1.5 Ok", sink.Port()),
 		"Final-Recipient: rfc822; ok@rcpt.test\r\nAction: deliverable\r\nStatus: 2.1.5\r\nRemote-MTA: dns; 127.0.0.1\r\nDiagnostic-Code: smtp; 250 2.1.5 Ok",
-		"Content-Type: text/rfc822-headers", "Subject: is it there?")
+		"Content-Type: text/rfc822-headers", "Subject: probe", "To:\tok@rcpt.test")
+	if bytes.Contains(rep.Data, []byte("is it there?")) {
+		t.Error("the report carries what was on standard input; -bv must not read it")
+	}
 	if bytes.Contains(rep.Data, []byte("this body is never sent")) {
 		t.Errorf("the report carries the body:\n%s", rep.Data)
 	}
@@ -224,7 +229,7 @@ func TestVerifySurvivesRestart(t *testing.T) {
 	sink.Reset()
 	d.Restart()
 	rep := verifyReport(t, sink, "me@sender.test")
-	wantIn(t, "report", rep.Data, "Final-Recipient: rfc822; later@rcpt.test\r\nAction: deliverable\r\n", "Subject: survive")
+	wantIn(t, "report", rep.Data, "Final-Recipient: rfc822; later@rcpt.test\r\nAction: deliverable\r\n", "Subject: probe")
 	time.Sleep(2 * time.Second) // a second report would show now
 	if n := len(sink.Messages()); n != 1 {
 		t.Errorf("%d messages after restart, want the one report", n)
