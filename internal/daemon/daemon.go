@@ -261,7 +261,7 @@ func (d *Daemon) smtpSettings(cfg *config.Config) smtpd.Settings {
 			return policyFor(cfg, ip, user)
 		},
 		LocalDomain: func(domain string) bool { return relayDomains[domain] },
-		Log: d.logSMTP,
+		Log:         d.logSMTP,
 	}
 	// Per-IP limits live in <source 0/0>: the catch-all is where PowerMTA
 	// operators put server-wide inbound settings.

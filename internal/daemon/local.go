@@ -11,8 +11,6 @@ import (
 
 	"github.com/sluicemta/sluice/compat"
 	"github.com/sluicemta/sluice/internal/bounce"
-	"github.com/sluicemta/sluice/internal/maillog"
-	"github.com/sluicemta/sluice/internal/qmgr"
 	"github.com/sluicemta/sluice/spool"
 )
 
@@ -213,42 +211,4 @@ func notFound(err error) error {
 func (b *localBackend) ServeLocalSMTP(ctx context.Context, conn net.Conn, uid uint32, login string) error {
 	b.d.smtp.ServeLocal(conn)
 	return nil
-}
-
-// RecordVerify logs one sendmail -bv probe result as Postfix does
-// ("status=deliverable (...)"), and the report when the event names one
-// (qmgr.VerifyRecorder). A verification is not a delivery: no accounting
-// record is written for it (docs/accounting.md).
-func (l *logs) RecordVerify(ev *qmgr.Event) {
-	ml := l.log()
-	if ml == nil {
-		return
-	}
-	line := maillog.DeliveryLine{
-		QueueID: ev.QueueID, To: ev.Rcpt, Delay: ev.Logged.Sub(ev.Arrival),
-		DSN: ev.Class.Status, Status: ev.Status, Reason: ev.Reason,
-	}
-	if ev.Status == qmgr.StatusDeliverable {
-		line.Status = maillog.StatusDeliverable
-	} else {
-		line.Status = maillog.StatusUndeliverable
-	}
-	if line.Reason == "" {
-		line.Reason = ev.Reply.String()
-	}
-	if res := ev.Result; res != nil {
-		line.RelayHost, line.RelayPort = res.Host, res.Port
-		if res.IP.IsValid() {
-			line.RelayIP = res.IP.String()
-		}
-	}
-	if ev.ORCPT != "" {
-		if _, addr, ok := strings.Cut(ev.ORCPT, ";"); ok {
-			line.OrigTo = addr
-		}
-	}
-	ml.Delivery(line)
-	if ev.DSNQueueID != "" {
-		ml.StatusNotification(ev.QueueID, ev.DSNQueueID)
-	}
 }

@@ -200,33 +200,12 @@ func (d *Daemon) logSMTP(e smtpd.Event) {
 // Record writes the log line and the accounting record of one recipient
 // outcome (qmgr.Recorder).
 func (l *logs) Record(ev *qmgr.Event) {
-	res := ev.Result
-	var host, ip string
-	var port int
-	if res != nil {
-		host, port = res.Host, res.Port
-		if res.IP.IsValid() {
-			ip = res.IP.String()
-		}
-	}
-	reason := ev.Reason
-	if reason == "" {
-		reason = ev.Reply.String()
-	}
 	if ml := l.log(); ml != nil {
-		l.logTLS(ml, res, host, ip, port)
-		line := maillog.DeliveryLine{
-			QueueID: ev.QueueID, To: ev.Rcpt, RelayHost: host, RelayIP: ip, RelayPort: port,
-			Delay: ev.Logged.Sub(ev.Arrival), DSN: ev.Class.Status, Status: ev.Status, Reason: reason,
-		}
-		if ev.ORCPT != "" {
-			if _, addr, ok := strings.Cut(ev.ORCPT, ";"); ok {
-				line.OrigTo = addr
-			}
-		}
+		line := deliveryLine(ev)
+		l.logTLS(ml, ev.Result, line.RelayHost, line.RelayIP, line.RelayPort)
 		if ev.Status == maillog.StatusExpired {
 			line.Status = maillog.StatusBounced // Postfix logs expiry as a bounce with its reason
-			line.Reason = "message expired: " + reason
+			line.Reason = "message expired: " + line.Reason
 		}
 		ml.Delivery(line)
 		if ev.DSNQueueID != "" {
@@ -249,8 +228,8 @@ func (l *logs) Record(ev *qmgr.Event) {
 		ip, _ := netip.ParseAddr(ev.Origin.Addr)
 		r.SrcMta = acct.Host{Name: ev.Origin.Helo, IP: ip}
 	}
-	if res != nil {
-		r.DsnMta = acct.Host{Name: host, IP: res.IP}
+	if res := ev.Result; res != nil {
+		r.DsnMta = acct.Host{Name: res.Host, IP: res.IP}
 		r.DlvSourceIP = res.SourceIP
 		r.DlvDestinationIP = res.IP
 		r.DlvTLSProtocol = res.TLSVersion
@@ -266,6 +245,49 @@ func (l *logs) Record(ev *qmgr.Event) {
 		r.Type, r.DsnAction = acct.TypeBounced, acct.ActionFailed
 	}
 	l.writeAcct(r)
+}
+
+// RecordVerify logs one sendmail -bv probe result as Postfix does
+// ("status=deliverable (...)"), and the report when the event names one
+// (qmgr.VerifyRecorder). A verification is not a delivery: no accounting
+// record is written for it (docs/accounting.md).
+func (l *logs) RecordVerify(ev *qmgr.Event) {
+	ml := l.log()
+	if ml == nil {
+		return
+	}
+	line := deliveryLine(ev)
+	line.Status = maillog.StatusUndeliverable
+	if ev.Status == qmgr.StatusDeliverable {
+		line.Status = maillog.StatusDeliverable
+	}
+	ml.Delivery(line)
+	if ev.DSNQueueID != "" {
+		ml.StatusNotification(ev.QueueID, ev.DSNQueueID)
+	}
+}
+
+// deliveryLine is the log line of one recipient's event.
+func deliveryLine(ev *qmgr.Event) maillog.DeliveryLine {
+	line := maillog.DeliveryLine{
+		QueueID: ev.QueueID, To: ev.Rcpt, Delay: ev.Logged.Sub(ev.Arrival),
+		DSN: ev.Class.Status, Status: ev.Status, Reason: ev.Reason,
+	}
+	if line.Reason == "" {
+		line.Reason = ev.Reply.String()
+	}
+	if res := ev.Result; res != nil {
+		line.RelayHost, line.RelayPort = res.Host, res.Port
+		if res.IP.IsValid() {
+			line.RelayIP = res.IP.String()
+		}
+	}
+	if ev.ORCPT != "" {
+		if _, addr, ok := strings.Cut(ev.ORCPT, ";"); ok {
+			line.OrigTo = addr
+		}
+	}
+	return line
 }
 
 // logTLS writes Postfix's line for a new TLS connection, once per
