@@ -653,9 +653,10 @@ func (s *Spool) Return(d Due, next time.Time) {
 // Reschedule, Release or Return.
 func (s *Spool) Wake() <-chan struct{} { return s.wake }
 
-// NextDue returns the earliest next-try time of a waiting recipient that
-// is not held or in flight; false when there is none. It may be early by
-// at most one 67 ms tick (PopDue then returns nothing and NextDue moves on).
+// NextDue returns when PopDue will next hand out a waiting recipient that
+// is not held or in flight: its next-try time rounded up to the wheel's
+// 268 ms tick, or earlier (PopDue then returns nothing and NextDue moves
+// on); false when there is none.
 func (s *Spool) NextDue() (time.Time, bool) {
 	s.mu.Lock()
 	t, ok := s.x.nextDue()
