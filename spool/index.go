@@ -129,10 +129,23 @@ func (x *index) allocRcpts(n int32) int32 {
 		return i
 	}
 	i := int32(len(x.r))
-	for k := int32(0); k < n; k++ {
-		x.r = append(x.r, rcpt{})
-	}
+	x.r = grow(x.r, int(n))
 	return i
+}
+
+// grow extends s by n zero elements, doubling the capacity when it must
+// grow: append's own growth of large slices (1.25x) would copy a
+// million-entry slab a dozen times more, each time with the committer
+// holding the index lock.
+func grow[T any](s []T, n int) []T {
+	if len(s)+n > cap(s) {
+		ns := make([]T, len(s), max(2*cap(s), len(s)+n, 1024))
+		copy(ns, s)
+		s = ns
+	}
+	s = s[:len(s)+n]
+	clear(s[len(s)-n:])
+	return s
 }
 
 func (x *index) freeRcpts(i, n int32) {
@@ -148,7 +161,7 @@ func (x *index) allocMsg() int32 {
 		x.mfree = x.mfree[:n-1]
 		return i
 	}
-	x.m = append(x.m, msg{})
+	x.m = grow(x.m, 1)
 	return int32(len(x.m) - 1)
 }
 
