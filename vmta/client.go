@@ -538,40 +538,9 @@ const maxSyncBatch = 8 << 10
 // readPipelined reads the replies to a pipelined batch; writeDone waits for
 // the batch to be written before the content is sent.
 func (c *conn) readPipelined(dest *Destination, t *txn, reset bool, nrcpt int, writeDone func()) ([]int, error) {
-	if reset {
-		rep, _, err := c.read(dest.CommandTimeout)
-		if err != nil || rep.Code != 250 {
-			c.broken = true
-			return nil, errStale
-		}
-	}
-	mrep, _, err := c.read(dest.CommandTimeout)
+	mrep, replies, gone, err := c.readEnvelope(dest, t, reset, nrcpt)
 	if err != nil {
-		se := c.ioErr(StageMail, "receiving the MAIL FROM reply", err)
-		t.fail(t.idx, se)
-		return nil, se
-	}
-	// After a 421 the server hangs up: the replies still due never come,
-	// so the 421 stands for them.
-	var gone *Reply
-	if mrep.Code == 421 {
-		gone = &mrep
-	}
-	replies := make([]Reply, nrcpt)
-	for i := range replies {
-		if gone != nil {
-			replies[i] = *gone
-			continue
-		}
-		replies[i], _, err = c.read(dest.CommandTimeout)
-		if err != nil {
-			se := c.ioErr(StageRcpt, "receiving the RCPT TO reply", err)
-			t.fail(t.idx, se)
-			return nil, se
-		}
-		if replies[i].Code == 421 {
-			gone = &replies[i]
-		}
+		return nil, err
 	}
 	if gone != nil {
 		writeDone()
@@ -590,6 +559,45 @@ func (c *conn) readPipelined(dest *Destination, t *txn, reset bool, nrcpt int, w
 		return nil, se
 	}
 	return c.afterData(dest, t, mrep, replies, drep)
+}
+
+// readEnvelope reads the replies to a pipelined [RSET] MAIL RCPT... batch.
+// After a 421 the server hangs up: the replies still due never come, so
+// the 421 stands for them, and gone points at it.
+func (c *conn) readEnvelope(dest *Destination, t *txn, reset bool, nrcpt int) (mrep Reply, replies []Reply, gone *Reply, err error) {
+	if reset {
+		rep, _, err := c.read(dest.CommandTimeout)
+		if err != nil || rep.Code != 250 {
+			c.broken = true
+			return mrep, nil, nil, errStale
+		}
+	}
+	mrep, _, err = c.read(dest.CommandTimeout)
+	if err != nil {
+		se := c.ioErr(StageMail, "receiving the MAIL FROM reply", err)
+		t.fail(t.idx, se)
+		return mrep, nil, nil, se
+	}
+	if mrep.Code == 421 {
+		gone = &mrep
+	}
+	replies = make([]Reply, nrcpt)
+	for i := range replies {
+		if gone != nil {
+			replies[i] = *gone
+			continue
+		}
+		replies[i], _, err = c.read(dest.CommandTimeout)
+		if err != nil {
+			se := c.ioErr(StageRcpt, "receiving the RCPT TO reply", err)
+			t.fail(t.idx, se)
+			return mrep, nil, nil, se
+		}
+		if replies[i].Code == 421 {
+			gone = &replies[i]
+		}
+	}
+	return mrep, replies, gone, nil
 }
 
 // lockstep is the same transaction without PIPELINING: one command, one wait.

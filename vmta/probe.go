@@ -33,39 +33,9 @@ func (c *conn) pipelinedProbe(dest *Destination, t *txn, reset bool, mail string
 		t.fail(t.idx, se)
 		return nil, se
 	}
-	if reset {
-		rep, _, err := c.read(dest.CommandTimeout)
-		if err != nil || rep.Code != 250 {
-			c.broken = true
-			return nil, errStale
-		}
-	}
-	mrep, _, err := c.read(dest.CommandTimeout)
+	mrep, replies, gone, err := c.readEnvelope(dest, t, reset, len(rcpts))
 	if err != nil {
-		se := c.ioErr(StageMail, "receiving the MAIL FROM reply", err)
-		t.fail(t.idx, se)
-		return nil, se
-	}
-	// After a 421 the server hangs up: the replies still due never come.
-	var gone *Reply
-	if mrep.Code == 421 {
-		gone = &mrep
-	}
-	replies := make([]Reply, len(rcpts))
-	for i := range replies {
-		if gone != nil {
-			replies[i] = *gone
-			continue
-		}
-		replies[i], _, err = c.read(dest.CommandTimeout)
-		if err != nil {
-			se := c.ioErr(StageRcpt, "receiving the RCPT TO reply", err)
-			t.fail(t.idx, se)
-			return nil, se
-		}
-		if replies[i].Code == 421 {
-			gone = &replies[i]
-		}
+		return nil, err
 	}
 	if gone == nil {
 		c.endProbe(dest, false)
