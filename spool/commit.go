@@ -1,9 +1,11 @@
 package spool
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/bits"
+	"math/rand/v2"
 	"runtime"
 	"sort"
 	"time"
@@ -205,12 +207,18 @@ func (s *Spool) writeBatch(reqs []*request) int {
 	g := s.active
 	buf := s.buf[:0]
 	for _, r := range reqs {
+		n := len(buf)
 		buf = append(buf, r.buf...)
+		saltFrames(buf[n:], g.salt)
 	}
+	// Zeroes after the batch mark the end of the data: a recycled
+	// segment holds old frames there. The next batch overwrites them.
+	buf = append(buf, make([]byte, frameHeader)...)
 	if cap(buf) <= 4<<20 {
 		s.buf = buf // reused by the next batch; an outsized one is not kept
 	}
 	off := s.woff
+	buf = buf[:len(buf)-frameHeader]
 	s.woff += int64(len(buf))
 	s.stats.mu.Lock()
 	s.stats.fsyncs++
@@ -218,7 +226,8 @@ func (s *Spool) writeBatch(reqs []*request) int {
 	s.stats.hist[min(bits.Len(uint(len(reqs)))-1, len(s.stats.hist)-1)]++
 	s.stats.mu.Unlock()
 	t0 := time.Now()
-	_, err := g.f.WriteAt(buf, off)
+	mark := min(frameHeader, g.size-off-int64(len(buf))) // none at the file's end
+	_, err := g.f.WriteAt(buf[:len(buf)+int(mark)], off)
 	t1 := time.Now()
 	if err == nil && !s.opt.noSync {
 		err = g.f.Datasync()
@@ -231,12 +240,24 @@ func (s *Spool) writeBatch(reqs []*request) int {
 	return s.complete(reqs, g, off, buf, err)
 }
 
+// saltFrames XORs salt into the CRC of every frame in b, which the
+// encoders wrote unsalted: a frame checks only in the segment (the life of
+// a recycled file) it was written for.
+func saltFrames(b []byte, salt uint32) {
+	for p := 0; p+frameHeader <= len(b); {
+		l := binary.LittleEndian.Uint32(b[p:])
+		sum := binary.LittleEndian.Uint32(b[p+4:])
+		binary.LittleEndian.PutUint32(b[p+4:], sum^salt)
+		p += frameHeader + int(l)
+	}
+}
+
 // applyBuf applies the records just made durable at off in g. Called with
 // s.mu held. It reports whether something became due.
 func (s *Spool) applyBuf(buf []byte, g *segment, off int64) bool {
 	woke := false
 	for p := 0; p < len(buf); {
-		body, n, err := frame(buf[p:])
+		body, n, err := frame(buf[p:], g.salt)
 		if err != nil || n == 0 {
 			panic(fmt.Sprintf("spool: own batch does not parse at %d: %v", p, err)) // a bug, never disk data
 		}
@@ -304,7 +325,8 @@ func (s *Spool) roll() error {
 	g.seq = s.nextSeq
 	s.nextSeq++
 	s.mu.Unlock()
-	h := segHeader{seq: uint64(g.seq), created: time.Now().UnixNano()}
+	g.salt = newSalt()
+	h := segHeader{seq: uint64(g.seq), created: time.Now().UnixNano(), salt: g.salt}
 	if s.abandonSeq != 0 {
 		h.abandonSeq, h.abandonLen = uint64(s.abandonSeq), uint64(s.abandonLen)
 	}
@@ -326,6 +348,15 @@ func (s *Spool) roll() error {
 	default:
 	}
 	return nil
+}
+
+// newSalt is a segment's frame salt: random, never 0 (old segments' value).
+func newSalt() uint32 {
+	for {
+		if v := rand.Uint32(); v != 0 {
+			return v
+		}
+	}
 }
 
 // preparer makes the next segment ahead of need, so rolling over costs no

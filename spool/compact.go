@@ -100,7 +100,7 @@ func (s *Spool) compact(seq uint32) error {
 	seen := make(map[[idLen]byte]bool)
 	err := guard(func() error {
 		for p := int64(headerSize); p < end; {
-			body, n, err := frame(g.data[p:end])
+			body, n, err := frame(g.data[p:end], g.salt)
 			if err != nil || n == 0 {
 				return fmt.Errorf("spool: compact segment %d: record at %d: %v", seq, p, err)
 			}
@@ -185,7 +185,7 @@ func (s *Spool) appendCopy(b []byte, mi int32) ([]byte, error) {
 	g := s.segs[m.seg]
 	var out []byte
 	err := guard(func() error {
-		body, _, err := frame(g.data[m.off:g.end])
+		body, _, err := frame(g.data[m.off:g.end], g.salt)
 		if err != nil {
 			return err
 		}

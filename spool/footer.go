@@ -91,6 +91,7 @@ func (s *Spool) writeFooter(g *segment) {
 	binary.LittleEndian.PutUint64(t[16:], uint64(off))
 	binary.LittleEndian.PutUint64(t[24:], uint64(len(foot)))
 	binary.LittleEndian.PutUint32(t[32:], crc32.Checksum(foot, castagnoli))
+	binary.LittleEndian.PutUint32(t[36:], g.salt)
 	binary.LittleEndian.PutUint32(t[60:], crc32.Checksum(t[:60], castagnoli))
 	if _, err := g.f.WriteAt(foot, off); err != nil {
 		s.logf("spool: segment %d: write index footer: %v", g.seq, err)
@@ -119,6 +120,9 @@ func footerOf(g *segment) (foot []byte, end int64, ok bool) {
 	t := g.data[g.size-trailerSize:]
 	if string(t[:8]) != trailerMagic || crc32.Checksum(t[:60], castagnoli) != binary.LittleEndian.Uint32(t[60:]) {
 		return nil, 0, false
+	}
+	if binary.LittleEndian.Uint32(t[36:]) != g.salt {
+		return nil, 0, false // left from the file's use before it was recycled
 	}
 	end = int64(binary.LittleEndian.Uint64(t[8:]))
 	off := int64(binary.LittleEndian.Uint64(t[16:]))

@@ -40,7 +40,7 @@ func (s *Spool) reasonAt(ref uint64, k int) string {
 	off := int64(uint32(ref) - 1)
 	var out string
 	guard(func() error {
-		body, _, err := frame(g.data[off:g.end])
+		body, _, err := frame(g.data[off:g.end], g.salt)
 		if err != nil {
 			return err
 		}
@@ -100,7 +100,7 @@ func (s *Spool) pin(mi int32) view {
 // record parses the pinned message's record from the mapping.
 func (s *Spool) record(v view, r *rec) error {
 	return guard(func() error {
-		body, _, err := frame(v.g.data[v.off:v.end])
+		body, _, err := frame(v.g.data[v.off:v.end], v.g.salt)
 		if err != nil {
 			// A corrupt record (recovery through a footer does not read
 			// content) is found here and the message set aside.

@@ -130,7 +130,7 @@ func (d *dec) id() (id [idLen]byte) {
 // frame checks the frame at the start of b. It returns the body and the
 // whole frame length; ok=false with n=0 means clean end of data (zeroes);
 // an error means a torn or corrupt frame.
-func frame(b []byte) (body []byte, n int, err error) {
+func frame(b []byte, salt uint32) (body []byte, n int, err error) {
 	if len(b) < frameHeader {
 		if allZero(b) {
 			return nil, 0, nil
@@ -146,7 +146,7 @@ func frame(b []byte) (body []byte, n int, err error) {
 		return nil, 0, fmt.Errorf("frame length %d beyond %d bytes left", l, len(b)-frameHeader)
 	}
 	body = b[frameHeader : frameHeader+int(l)]
-	if crc32.Checksum(body, castagnoli) != sum {
+	if crc32.Checksum(body, castagnoli)^salt != sum {
 		return nil, 0, fmt.Errorf("frame CRC mismatch (length %d)", l)
 	}
 	return body, frameHeader + int(l), nil

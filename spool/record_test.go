@@ -44,7 +44,7 @@ func TestRecordRoundTrip(t *testing.T) {
 	m := sampleMsg
 	for name, b := range sampleRecords() {
 		t.Run(name, func(t *testing.T) {
-			body, n, err := frame(b)
+			body, n, err := frame(b, 0)
 			if err != nil || n != len(b) {
 				t.Fatalf("frame: n=%d err=%v", n, err)
 			}
@@ -121,7 +121,7 @@ func TestFrameErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, n, err := frame(tc.in)
+			_, n, err := frame(tc.in, 0)
 			if (err != nil) != tc.wantErr {
 				t.Fatalf("err = %v, want error %v", err, tc.wantErr)
 			}
@@ -159,7 +159,7 @@ func FuzzRecord(f *testing.F) {
 	}
 	f.Add(make([]byte, 16))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		body, n, err := frame(b)
+		body, n, err := frame(b, 0)
 		if err != nil || n == 0 {
 			// also try the decoder on the raw bytes
 			var r rec
@@ -186,7 +186,7 @@ func FuzzRecord(f *testing.F) {
 			again = appendSnapshot(nil, r.id, r.held, r.states)
 		}
 		var r2 rec
-		b2, _, err := frame(again)
+		b2, _, err := frame(again, 0)
 		if err != nil {
 			t.Fatalf("re-encoded frame: %v", err)
 		}

@@ -54,7 +54,7 @@ func (s *Spool) recover(segs []oldSeg) {
 			for {
 				s.mu.Lock()
 				for k := 0; k < chunk; k++ {
-					body, n, err := frame(g.data[p:end])
+					body, n, err := frame(g.data[p:end], g.salt)
 					if err != nil {
 						bad = err
 						break
@@ -226,7 +226,7 @@ func (s *Spool) openOld(fileNo uint32) (*segment, segHeader, error) {
 		f.Close()
 		return nil, h, fmt.Errorf("spool: map segment %d: %w", seq, err)
 	}
-	return &segment{seq: uint32(h.seq), path: path, f: f, data: data, size: size, end: headerSize, sealed: true}, h, nil
+	return &segment{seq: uint32(h.seq), path: path, f: f, data: data, size: size, end: headerSize, sealed: true, salt: h.salt}, h, nil
 }
 
 // fileSize finds a file's size through ReadAt alone (File has no Stat).

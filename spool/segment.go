@@ -23,13 +23,14 @@ type segment struct {
 	f       File
 	data    []byte // read-only shared mapping of the whole file
 	size    int64
-	end     int64 // end of valid records
-	live    int64 // bytes of content records of live messages stored here
-	refs    int32 // open Content and readers
-	foot    int64 // size of the index footer its records will need
-	sealed  bool  // no more appends
-	queued  bool  // waiting for compaction
-	removed bool  // file removed; unmap when refs drop to 0
+	end     int64  // end of valid records
+	live    int64  // bytes of content records of live messages stored here
+	refs    int32  // open Content and readers
+	foot    int64  // size of the index footer its records will need
+	sealed  bool   // no more appends
+	queued  bool   // waiting for compaction
+	removed bool   // file removed; unmap when refs drop to 0
+	salt    uint32 // XORed into every frame CRC (header); 0 in old segments
 }
 
 type segHeader struct {
@@ -37,6 +38,7 @@ type segHeader struct {
 	abandonSeq uint64 // a segment whose writing failed: trust it only up to abandonLen
 	abandonLen uint64
 	created    int64
+	salt       uint32 // frame CRCs are XORed with it
 }
 
 func (h segHeader) encode() []byte {
@@ -46,6 +48,7 @@ func (h segHeader) encode() []byte {
 	binary.LittleEndian.PutUint64(b[16:], h.abandonSeq)
 	binary.LittleEndian.PutUint64(b[24:], h.abandonLen)
 	binary.LittleEndian.PutUint64(b[32:], uint64(h.created))
+	binary.LittleEndian.PutUint32(b[40:], h.salt)
 	binary.LittleEndian.PutUint32(b[60:], crc32.Checksum(b[:60], castagnoli))
 	return b
 }
@@ -65,6 +68,7 @@ func parseHeader(b []byte) (segHeader, error) {
 	h.abandonSeq = binary.LittleEndian.Uint64(b[16:])
 	h.abandonLen = binary.LittleEndian.Uint64(b[24:])
 	h.created = int64(binary.LittleEndian.Uint64(b[32:]))
+	h.salt = binary.LittleEndian.Uint32(b[40:])
 	return h, nil
 }
 

@@ -472,7 +472,7 @@ func (s *Spool) deleteWhere(pick func(mi int32) bool) (int, error) {
 		if cut > limit {
 			cut = 0
 			for cut < limit {
-				_, fl, err := frame(buf[cut:])
+				_, fl, err := frame(buf[cut:], 0) // not yet written: unsalted
 				if err != nil || fl == 0 {
 					break
 				}
