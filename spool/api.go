@@ -65,6 +65,8 @@ type FS interface {
 	ReadDir(dir string) ([]string, error)
 	// SyncDir makes creations and removals in dir durable.
 	SyncDir(dir string) error
+	// Rename renames a file within dir; SyncDir makes it durable.
+	Rename(oldpath, newpath string) error
 	MkdirAll(dir string, perm os.FileMode) error
 	// Lock takes an exclusive, non-blocking lock on dir for this process.
 	Lock(dir string) (io.Closer, error)

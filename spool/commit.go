@@ -119,6 +119,9 @@ func (s *Spool) avail() int64 {
 	if s.spare != nil {
 		a += s.spare.size
 	}
+	for _, g := range s.recycled {
+		a += g.size
+	}
 	s.spareMu.Unlock()
 	return a
 }
@@ -367,10 +370,16 @@ func (s *Spool) preparer() {
 	for {
 		select {
 		case <-s.spareCh:
+		case g := <-s.recycleCh:
+			s.recycle(g)
 		case <-s.stop:
 			return
 		}
 		s.spareMu.Lock()
+		if s.spare == nil && len(s.recycled) > 0 {
+			s.spare = s.recycled[len(s.recycled)-1]
+			s.recycled = s.recycled[:len(s.recycled)-1]
+		}
 		have := s.spare != nil
 		s.spareMu.Unlock()
 		if have {

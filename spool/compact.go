@@ -226,9 +226,15 @@ func (s *Spool) removeSegment(g *segment) error {
 		}
 	}
 	s.mu.Unlock()
-	if err := s.fs.Remove(g.path); err != nil {
+	// Renamed, not deleted: the file may be reused (recycle) once the
+	// last reader is gone. Under its new name it is no segment.
+	free := g.path + freeSuffix
+	if err := s.fs.Rename(g.path, free); err != nil {
 		return fmt.Errorf("spool: remove segment %d: %w", g.seq, err)
 	}
+	s.mu.Lock()
+	g.path = free
+	s.mu.Unlock()
 	if err := s.fs.SyncDir(s.dir); err != nil {
 		return fmt.Errorf("spool: sync directory after removing segment %d: %w", g.seq, err)
 	}

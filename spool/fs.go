@@ -24,6 +24,8 @@ func (OSFS) OpenFile(name string, flag int, perm os.FileMode) (File, error) {
 
 func (OSFS) Remove(name string) error { return os.Remove(name) }
 
+func (OSFS) Rename(oldpath, newpath string) error { return os.Rename(oldpath, newpath) }
+
 func (OSFS) ReadDir(dir string) ([]string, error) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {

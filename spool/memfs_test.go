@@ -143,6 +143,22 @@ func (m *memFS) Remove(name string) error {
 	return nil
 }
 
+func (m *memFS) Rename(oldpath, newpath string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.tick()
+	f, ok := m.files[oldpath]
+	if !ok {
+		return &os.PathError{Op: "rename", Path: oldpath, Err: os.ErrNotExist}
+	}
+	if old, ok := m.files[newpath]; ok && m.durable[newpath] != old {
+		m.used -= int64(len(old.data))
+	}
+	delete(m.files, oldpath)
+	m.files[newpath] = f
+	return nil
+}
+
 func (m *memFS) ReadDir(dir string) ([]string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -12,6 +12,7 @@ import (
 // Segment header (see FORMAT.md).
 const (
 	headerSize  = 64
+	freeSuffix  = ".free" // a removed segment's file, until reused
 	segMagic    = "SLUSEG\x00\x01"
 	segSuffix   = ".seg"
 	defaultSize = 64 << 20
@@ -120,11 +121,68 @@ func (s *Spool) createSegment(fileNo uint32) (*segment, error) {
 	return &segment{path: path, f: f, data: data, size: s.opt.SegmentSize, end: headerSize}, nil
 }
 
-// release drops the file and mapping of a removed segment with no readers.
+// releaseSegment drops a removed segment with no readers: its file goes
+// to the preparer to be reused (recycle), or is closed and deleted.
 func (s *Spool) releaseSegment(g *segment) {
+	select {
+	case s.recycleCh <- g:
+	default:
+		s.dropFile(g)
+	}
+}
+
+// dropFile unmaps and closes a segment's file and deletes it, unless it
+// is still a live segment's (Close).
+func (s *Spool) dropFile(g *segment) {
 	if g.data != nil {
 		g.f.Unmap(g.data)
 		g.data = nil
 	}
 	g.f.Close()
+	s.fs.Remove(g.path)
+}
+
+// maxRecycled bounds the files of removed segments kept for reuse.
+const maxRecycled = 4
+
+// recycle readies the file of a removed segment for reuse as a spare, so
+// that a busy spool writes its data once instead of zero-filling every new
+// segment first. Header and trailer are zeroed and made durable before
+// the file is renamed back among the segments: until then it is a ".free"
+// file, deleted at start, and after it a never-activated spare, deleted
+// at start too. Its old frames stay; the salt of its next life rejects
+// them, and each batch's zero end mark hides them.
+func (s *Spool) recycle(g *segment) {
+	s.spareMu.Lock()
+	full := len(s.recycled) >= maxRecycled
+	s.spareMu.Unlock()
+	if full || g.size != s.opt.SegmentSize || !strings.HasSuffix(g.path, freeSuffix) {
+		s.dropFile(g)
+		return
+	}
+	zero := make([]byte, max(headerSize, trailerSize))
+	_, err := g.f.WriteAt(zero[:headerSize], 0)
+	if err == nil {
+		_, err = g.f.WriteAt(zero[:trailerSize], g.size-trailerSize)
+	}
+	if err == nil {
+		err = g.f.Datasync()
+	}
+	path := s.dir + "/" + segName(s.newFileNo())
+	if err == nil {
+		err = s.fs.Rename(g.path, path)
+	}
+	if err == nil {
+		g.path = path
+		err = s.fs.SyncDir(s.dir)
+	}
+	if err != nil {
+		s.logf("spool: reuse segment file %s: %v; deleting it", g.path, err)
+		s.dropFile(g)
+		return
+	}
+	*g = segment{path: path, f: g.f, data: g.data, size: g.size, end: headerSize}
+	s.spareMu.Lock()
+	s.recycled = append(s.recycled, g)
+	s.spareMu.Unlock()
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -48,6 +49,8 @@ type Spool struct {
 	spare      *segment // guarded by spareMu
 	spareMu    sync.Mutex
 	spareCh    chan struct{}
+	recycleCh  chan *segment // removed segments whose files may be reused
+	recycled   []*segment    // files ready for reuse; guarded by spareMu
 	abandonSeq uint32
 	abandonLen int64
 	buf        []byte // the committer's batch buffer, reused
@@ -127,6 +130,7 @@ func Open(dir string, opt Options) (*Spool, error) {
 		compactCh:  make(chan struct{}, 1),
 		qch:        make(chan struct{}, 1),
 		spareCh:    make(chan struct{}, 1),
+		recycleCh:  make(chan *segment, maxRecycled),
 		stop:       make(chan struct{}),
 		x:          newIndex(time.Now().UnixNano()),
 	}
@@ -154,6 +158,13 @@ func Open(dir string, opt Options) (*Spool, error) {
 	var old []oldSeg
 	s.nextSeq, s.nextFile = 1, 1
 	for _, n := range names {
+		if strings.HasSuffix(n, freeSuffix) {
+			// A removed segment's file not yet reused: nothing in it counts.
+			if err := s.fs.Remove(dir + "/" + n); err != nil {
+				s.logf("spool: remove %s: %v", n, err)
+			}
+			continue
+		}
 		fileNo, ok := parseSegName(n)
 		if !ok {
 			continue
@@ -225,12 +236,25 @@ func (s *Spool) Close() error {
 	}
 	s.spareMu.Lock()
 	defer s.spareMu.Unlock()
+	// Files made ahead of need are not kept: a spool opened later
+	// removes a never-activated segment anyway.
 	if s.spare != nil {
-		s.spare.f.Unmap(s.spare.data)
-		s.spare.f.Close()
-		s.fs.Remove(s.spare.path)
+		s.recycled = append(s.recycled, s.spare)
 		s.spare = nil
 	}
+	for {
+		select {
+		case g := <-s.recycleCh:
+			s.recycled = append(s.recycled, g)
+			continue
+		default:
+		}
+		break
+	}
+	for _, g := range s.recycled {
+		s.dropFile(g)
+	}
+	s.recycled = nil
 	s.mu.Unlock()
 	if err := s.lock.Close(); err != nil {
 		errs = append(errs, err)
