@@ -216,7 +216,7 @@ func (s *Spool) writeBatch(reqs []*request) int {
 	}
 	// Zeroes after the batch mark the end of the data: a recycled
 	// segment holds old frames there. The next batch overwrites them.
-	buf = append(buf, make([]byte, frameHeader)...)
+	buf = append(buf, endMark[:]...)
 	if cap(buf) <= 4<<20 {
 		s.buf = buf // reused by the next batch; an outsized one is not kept
 	}
@@ -242,6 +242,9 @@ func (s *Spool) writeBatch(reqs []*request) int {
 	s.stats.mu.Unlock()
 	return s.complete(reqs, g, off, buf, err)
 }
+
+// endMark follows every batch on disk (FORMAT.md, Frames).
+var endMark [frameHeader]byte
 
 // saltFrames XORs salt into the CRC of every frame in b, which the
 // encoders wrote unsalted: a frame checks only in the segment (the life of
