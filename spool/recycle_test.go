@@ -2,6 +2,7 @@ package spool
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -86,5 +87,65 @@ func TestRecycledSegments(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRecycledSegmentsOSFS runs the reuse on the real file system: the
+// renames to NAME.free and back, and what a restart finds on disk.
+func TestRecycledSegmentsOSFS(t *testing.T) {
+	const seg = 64 << 10
+	dir := t.TempDir()
+	open := func() *Spool {
+		s, err := Open(dir, Options{SegmentSize: seg, Reserve: 1, Logf: t.Logf})
+		if err != nil {
+			t.Fatal(err)
+		}
+		<-s.Recovered()
+		return s
+	}
+	s := open()
+	old := submitN(t, s, 60, 1, 3000)
+	deliverAll(t, s, old)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		s.spareMu.Lock()
+		n := len(s.recycled)
+		s.spareMu.Unlock()
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no segment file was recycled")
+		}
+		s.kickCompaction()
+		time.Sleep(5 * time.Millisecond)
+	}
+	fresh := submitN(t, s, 60, 1, 2000)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// A removed segment's file not yet reused, as a crash would leave it.
+	if err := os.WriteFile(dir+"/00000000000000ff.seg"+freeSuffix, []byte("old"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s = open()
+	defer s.Close()
+	for _, m := range old {
+		if _, _, err := s.Envelope(m.ID); err == nil {
+			t.Fatalf("finished message %s came back", m.ID)
+		}
+	}
+	for _, m := range fresh {
+		if got := mustContent(t, s, m.ID); string(got) != string(m.Content) {
+			t.Fatalf("message %s: content differs", m.ID)
+		}
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if strings.HasSuffix(e.Name(), freeSuffix) {
+			t.Errorf("%s left at start", e.Name())
+		}
 	}
 }
