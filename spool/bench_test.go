@@ -342,40 +342,12 @@ func BenchmarkWheel(b *testing.B) {
 			all = append(all, add(now+1+rng.Int63n(hour)))
 		}
 		const cycles = 300_000
-		out := make([]int32, 0, 16)
 		step := 2 * hour / int64(size) // about two fall due per cycle
-		inserted, finished := 0, 0
 		// The garbage of building this index and the earlier runs is
 		// collected now, not while the cycles are timed.
 		runtime.GC()
 		start := time.Now()
-		for c := 0; c < cycles; c++ {
-			now += step
-			add(now + 1 + rng.Int63n(hour)) // insert
-			inserted++
-			out = x.popDue(now, 4, out[:0]) // pop-due
-			for _, i := range out {
-				if finished < inserted {
-					remove(i) // delivered
-					finished++
-					continue
-				}
-				// reschedule: deferred again
-				x.account(i, -1)
-				x.r[i].flags &^= rFlight
-				x.r[i].next = now + 1 + rng.Int63n(hour)
-				x.account(i, 1)
-				x.schedule(i)
-			}
-			if randomPick {
-				i := all[rng.Intn(len(all))]
-				if x.r[i].flags&rWheel != 0 {
-					x.unlink(i)
-					x.r[i].next = now + 1 + rng.Int63n(hour)
-					x.schedule(i)
-				}
-			}
-		}
+		wheelCycles(x, rng, now, step, cycles, add, remove, all, randomPick)
 		el := time.Since(start)
 		if n := x.nrcpts; n < size*99/100 || n > size*101/100+10 {
 			b.Fatalf("queue drifted from %d to %d recipients", size, n)
@@ -396,10 +368,8 @@ func BenchmarkWheel(b *testing.B) {
 		return small, big
 	}
 	b.ResetTimer()
-	if os.Getenv("ONLY1M") != "" {
-		for k := 0; k < 10; k++ {
-			run(1_000_000, false)
-		}
+	if n, err := strconv.Atoi(os.Getenv("SLUICE_WHEEL_SIZE")); err == nil {
+		run(n, false) // one size once, for bench/wheel-misses.sh
 		return
 	}
 	small, big := best(false)
@@ -410,6 +380,43 @@ func BenchmarkWheel(b *testing.B) {
 	b.ReportMetric(bigR/smallR, "ratio-random-resched")
 	b.Logf("insert/pop-due/reschedule cycle: %.0f ns at 10k, %.0f ns at 1M deferred (ratio %.2f, floor 1.3)", small, big, big/small)
 	b.Logf("with a uniformly random recipient rescheduled too: %.0f ns at 10k, %.0f ns at 1M (ratio %.2f: cache misses)", smallR, bigR, bigR/smallR)
+}
+
+// wheelCycles is BenchmarkWheel's timed loop, a function of its own so
+// that bench/wheel-misses.sh can count its cache misses alone.
+//
+//go:noinline
+func wheelCycles(x *index, rng *rand.Rand, now, step int64, cycles int, add func(int64) int32, remove func(int32), all []int32, randomPick bool) {
+	hour := int64(time.Hour)
+	out := make([]int32, 0, 16)
+	inserted, finished := 0, 0
+	for c := 0; c < cycles; c++ {
+		now += step
+		add(now + 1 + rng.Int63n(hour)) // insert
+		inserted++
+		out = x.popDue(now, 4, out[:0]) // pop-due
+		for _, i := range out {
+			if finished < inserted {
+				remove(i) // delivered
+				finished++
+				continue
+			}
+			// reschedule: deferred again
+			x.account(i, -1)
+			x.r[i].flags &^= rFlight
+			x.r[i].next = now + 1 + rng.Int63n(hour)
+			x.account(i, 1)
+			x.schedule(i)
+		}
+		if randomPick {
+			i := all[rng.Intn(len(all))]
+			if x.r[i].flags&rWheel != 0 {
+				x.unlink(i)
+				x.r[i].next = now + 1 + rng.Int63n(hour)
+				x.schedule(i)
+			}
+		}
+	}
 }
 
 // buildMillion writes n one-recipient messages and 5 state records for
