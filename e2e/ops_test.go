@@ -122,3 +122,18 @@ func TestSecondInstanceRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestStopRightAfterStart: a SIGTERM that comes as soon as the daemon
+// greets (a service manager stopping it at once, or a test) stops it
+// cleanly: the signal handler is in place before anything is started,
+// so the signal is never left to its default action, which kills.
+func TestStopRightAfterStart(t *testing.T) {
+	sink := smtpsink.Start(t, smtpsink.Options{})
+	d := sluicetest.Start(t, sluicetest.Options{Config: routes(sink.Port(), "")})
+	for i := 0; i < 10; i++ {
+		if err := d.Stop(); err != nil {
+			t.Fatalf("stop %d right after start: %v\n%s", i, err, d.Stderr())
+		}
+		d.Restart()
+	}
+}

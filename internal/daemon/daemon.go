@@ -67,14 +67,16 @@ func Run(ctx context.Context, opt Options) error {
 	if err := checkMilters(cfg); err != nil { // milter.go
 		return &ConfigError{Err: err}
 	}
+	// Caught before anything starts: a SIGTERM that arrives while the
+	// listeners open (a service manager stopping us right away) must stop
+	// the daemon gracefully once it is up, not kill it mid-start.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
 	if err := d.start(cfg); err != nil {
 		d.close()
 		return err
 	}
-
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigs)
 	for {
 		select {
 		case <-ctx.Done():
