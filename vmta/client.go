@@ -602,40 +602,19 @@ func (c *conn) readEnvelope(dest *Destination, t *txn, reset bool, nrcpt int) (m
 
 // lockstep is the same transaction without PIPELINING: one command, one wait.
 func (c *conn) lockstep(dest *Destination, t *txn, reset bool, mail string, rcpts []string) ([]int, error) {
-	if reset {
-		rep, _, err := c.cmd(dest.CommandTimeout, "RSET")
-		if err != nil || rep.Code != 250 {
-			c.broken = true
-			return nil, errStale
-		}
-	}
-	mrep, _, err := c.cmd(dest.CommandTimeout, mail)
+	mrep, replies, gone, err := c.lockstepEnvelope(dest, t, reset, mail, rcpts)
 	if err != nil {
-		se := c.ioErr(StageMail, "sending MAIL FROM", err)
-		t.fail(t.idx, se)
-		return nil, se
+		return nil, err
 	}
 	if mrep.Code/100 != 2 {
-		t.setAll(t.idx, StageMail, mrep, false)
-		return nil, c.closing(mrep)
+		return c.afterData(dest, t, mrep, replies, mrep)
 	}
-	replies := make([]Reply, len(rcpts))
+	if gone != nil {
+		return c.afterData(dest, t, mrep, replies, *gone)
+	}
 	any := false
-	for i, r := range rcpts {
-		replies[i], _, err = c.cmd(dest.CommandTimeout, r)
-		if err != nil {
-			se := c.ioErr(StageRcpt, "sending RCPT TO", err)
-			t.fail(t.idx, se)
-			return nil, se
-		}
-		if replies[i].Code == 421 {
-			// The server is going away: the rest never got an answer.
-			for j := i + 1; j < len(rcpts); j++ {
-				replies[j] = replies[i]
-			}
-			return c.afterData(dest, t, mrep, replies, replies[i])
-		}
-		any = any || replies[i].Code/100 == 2
+	for _, r := range replies {
+		any = any || r.Code/100 == 2
 	}
 	if !any {
 		return c.afterData(dest, t, mrep, replies, Reply{Code: 554, Text: "no valid recipients (DATA not sent)"})
@@ -647,6 +626,67 @@ func (c *conn) lockstep(dest *Destination, t *txn, reset bool, mail string, rcpt
 		return nil, se
 	}
 	return c.afterData(dest, t, mrep, replies, drep)
+}
+
+// lockstepEnvelope sends [RSET] MAIL and, if MAIL is accepted, each RCPT,
+// one command at a time. After a 421 the server is going away: the
+// recipients not yet sent stand with that reply, and gone points at it.
+func (c *conn) lockstepEnvelope(dest *Destination, t *txn, reset bool, mail string, rcpts []string) (mrep Reply, replies []Reply, gone *Reply, err error) {
+	if reset {
+		rep, _, err := c.cmd(dest.CommandTimeout, "RSET")
+		if err != nil || rep.Code != 250 {
+			c.broken = true
+			return mrep, nil, nil, errStale
+		}
+	}
+	mrep, _, err = c.cmd(dest.CommandTimeout, mail)
+	if err != nil {
+		se := c.ioErr(StageMail, "sending MAIL FROM", err)
+		t.fail(t.idx, se)
+		return mrep, nil, nil, se
+	}
+	replies = make([]Reply, len(rcpts))
+	if mrep.Code/100 != 2 {
+		return mrep, replies, nil, nil
+	}
+	for i, r := range rcpts {
+		replies[i], _, err = c.cmd(dest.CommandTimeout, r)
+		if err != nil {
+			se := c.ioErr(StageRcpt, "sending RCPT TO", err)
+			t.fail(t.idx, se)
+			return mrep, nil, nil, se
+		}
+		if replies[i].Code == 421 {
+			for j := i + 1; j < len(rcpts); j++ {
+				replies[j] = replies[i]
+			}
+			return mrep, replies, &replies[i], nil
+		}
+	}
+	return mrep, replies, nil, nil
+}
+
+// applyRcpts records the RCPT replies and sorts the recipients: accepted,
+// and refused with "452 4.5.3 too many recipients" (later, for a next
+// transaction). closeErr says whether a reply ended the session.
+func (c *conn) applyRcpts(dest *Destination, t *txn, replies []Reply) (accepted, later []int, closeErr error) {
+	for i, ix := range t.idx {
+		rep := replies[i]
+		if dest.InvalidMailbox553 && rep.Code == 553 && (rep.Enhanced == "" || rep.Enhanced == "5.0.0") {
+			rep.Enhanced = "5.1.1" // smtp-553-means-invalid-mailbox
+		}
+		t.set(ix, StageRcpt, rep, false)
+		switch {
+		case rep.Code/100 == 2:
+			accepted = append(accepted, ix)
+		case tooMany(rep):
+			later = append(later, ix)
+		}
+		if err := c.closing(rep); err != nil && closeErr == nil {
+			closeErr = err
+		}
+	}
+	return accepted, later, closeErr
 }
 
 // closing returns an error when rep means the server is closing the
@@ -669,24 +709,7 @@ func (c *conn) afterData(dest *Destination, t *txn, mrep Reply, replies []Reply,
 		}
 		return nil, c.closing(mrep)
 	}
-	var accepted, later []int
-	var closeErr error
-	for i, ix := range t.idx {
-		rep := replies[i]
-		if dest.InvalidMailbox553 && rep.Code == 553 && (rep.Enhanced == "" || rep.Enhanced == "5.0.0") {
-			rep.Enhanced = "5.1.1" // smtp-553-means-invalid-mailbox
-		}
-		t.set(ix, StageRcpt, rep, false)
-		switch {
-		case rep.Code/100 == 2:
-			accepted = append(accepted, ix)
-		case tooMany(rep):
-			later = append(later, ix)
-		}
-		if err := c.closing(rep); err != nil && closeErr == nil {
-			closeErr = err
-		}
-	}
+	accepted, later, closeErr := c.applyRcpts(dest, t, replies)
 	if drep.Code != 354 {
 		t.setAll(accepted, StageData, drep, false)
 		if err := c.closing(drep); err != nil && closeErr == nil {

@@ -45,38 +45,11 @@ func (c *conn) pipelinedProbe(dest *Destination, t *txn, reset bool, mail string
 
 // lockstepProbe is the probe without PIPELINING: one command, one wait.
 func (c *conn) lockstepProbe(dest *Destination, t *txn, reset bool, mail string, rcpts []string) ([]int, error) {
-	if reset {
-		rep, _, err := c.cmd(dest.CommandTimeout, "RSET")
-		if err != nil || rep.Code != 250 {
-			c.broken = true
-			return nil, errStale
-		}
-	}
-	mrep, _, err := c.cmd(dest.CommandTimeout, mail)
+	mrep, replies, gone, err := c.lockstepEnvelope(dest, t, reset, mail, rcpts)
 	if err != nil {
-		se := c.ioErr(StageMail, "sending MAIL FROM", err)
-		t.fail(t.idx, se)
-		return nil, se
+		return nil, err
 	}
-	replies := make([]Reply, len(rcpts))
-	if mrep.Code/100 == 2 {
-		for i, r := range rcpts {
-			replies[i], _, err = c.cmd(dest.CommandTimeout, r)
-			if err != nil {
-				se := c.ioErr(StageRcpt, "sending RCPT TO", err)
-				t.fail(t.idx, se)
-				return nil, se
-			}
-			if replies[i].Code == 421 {
-				// The server is going away: the rest never got an answer.
-				for j := i + 1; j < len(rcpts); j++ {
-					replies[j] = replies[i]
-				}
-				return c.afterProbe(dest, t, mrep, replies)
-			}
-		}
-	}
-	if mrep.Code != 421 {
+	if mrep.Code != 421 && gone == nil {
 		c.endProbe(dest, true)
 	}
 	return c.afterProbe(dest, t, mrep, replies)
@@ -107,30 +80,14 @@ func (c *conn) afterProbe(dest *Destination, t *txn, mrep Reply, replies []Reply
 		t.setAll(t.idx, StageMail, mrep, false)
 		return nil, c.closing(mrep)
 	}
-	var later []int
-	var closeErr error
-	accepted := false
-	for i, ix := range t.idx {
-		rep := replies[i]
-		if dest.InvalidMailbox553 && rep.Code == 553 && (rep.Enhanced == "" || rep.Enhanced == "5.0.0") {
-			rep.Enhanced = "5.1.1" // smtp-553-means-invalid-mailbox
-		}
-		t.set(ix, StageRcpt, rep, false)
-		accepted = accepted || rep.Code/100 == 2
-		if tooMany(rep) {
-			later = append(later, ix)
-		}
-		if err := c.closing(rep); err != nil && closeErr == nil {
-			closeErr = err
-		}
-	}
+	accepted, later, closeErr := c.applyRcpts(dest, t, replies)
 	// A probe is a transaction for max-msg-per-connection: it costs the
 	// server as much as one up to DATA.
 	c.msgs++
 	if closeErr != nil {
 		return nil, closeErr
 	}
-	if !accepted {
+	if len(accepted) == 0 {
 		// Nothing went through: a next transaction would be refused the
 		// same way. The 452s stand (deferred), as in afterData.
 		return nil, nil
