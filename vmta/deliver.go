@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sluicemta/sluice/internal/resolve"
+	"github.com/sluicemta/sluice/internal/tlsname"
 )
 
 // Options configure a Deliverer.
@@ -355,7 +356,7 @@ func (d *Deliverer) session(ctx context.Context, c *conn, dest *Destination, t *
 	res.Host, res.IP, res.Port, res.SourceIP, res.ESMTP, res.Reused = c.host, c.ip, c.port, c.src, c.esmtp, reused
 	res.TLSVersion, res.TLSCipher = "", ""
 	if c.tls != nil {
-		res.TLSVersion = tlsVersionName(c.tls.Version)
+		res.TLSVersion = tlsname.Version(c.tls.Version)
 		res.TLSCipher = tls.CipherSuiteName(c.tls.CipherSuite)
 	}
 	res.Extensions = nil
@@ -574,21 +575,6 @@ func (t *txn) prepare(c *conn, dest *Destination) error {
 	t.content, t.size, t.downgraded = bytes.NewReader(t.down), int64(len(t.down)), t.downChanged
 	t.body8 = has8bit(t.down) && eightOK
 	return nil
-}
-
-// tlsVersionName names a TLS version as OpenSSL and Postfix log it.
-func tlsVersionName(v uint16) string {
-	switch v {
-	case tls.VersionTLS10:
-		return "TLSv1"
-	case tls.VersionTLS11:
-		return "TLSv1.1"
-	case tls.VersionTLS12:
-		return "TLSv1.2"
-	case tls.VersionTLS13:
-		return "TLSv1.3"
-	}
-	return tls.VersionName(v)
 }
 
 func isASCII(s string) bool {

@@ -2,7 +2,6 @@ package acct
 
 import (
 	"bytes"
-	"crypto/tls"
 	"encoding/csv"
 	"flag"
 	"fmt"
@@ -405,14 +404,6 @@ func TestSyncWrites(t *testing.T) {
 	// Visible to a reader before Close: flushed per record.
 	if rows := parseCSV(t, path); len(rows) != 2 {
 		t.Errorf("rows before Close = %d", len(rows))
-	}
-}
-
-func TestTLSVersion(t *testing.T) {
-	for v, want := range map[uint16]string{tls.VersionTLS12: "TLSv1.2", tls.VersionTLS13: "TLSv1.3", tls.VersionTLS10: "TLSv1", 0: ""} {
-		if got := TLSVersion(v); got != want {
-			t.Errorf("TLSVersion(%#x) = %q, want %q", v, got, want)
-		}
 	}
 }
 

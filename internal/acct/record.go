@@ -37,7 +37,6 @@
 package acct
 
 import (
-	"crypto/tls"
 	"fmt"
 	"net/netip"
 	"strconv"
@@ -145,24 +144,6 @@ type Record struct {
 // Multi-line replies are joined with spaces.
 func SMTPDiag(reply string) string {
 	return "smtp;" + strings.Join(strings.Fields(reply), " ")
-}
-
-// TLSVersion names a TLS version as OpenSSL and Postfix logs do
-// ("TLSv1.2", "TLSv1.3"), for DlvTLSProtocol; 0 gives "".
-func TLSVersion(v uint16) string {
-	switch v {
-	case 0:
-		return ""
-	case tls.VersionTLS10:
-		return "TLSv1"
-	case tls.VersionTLS11:
-		return "TLSv1.1"
-	case tls.VersionTLS12:
-		return "TLSv1.2"
-	case tls.VersionTLS13:
-		return "TLSv1.3"
-	}
-	return tls.VersionName(v)
 }
 
 // DeliveryFields is the field list of d, b, t, tq and r files.

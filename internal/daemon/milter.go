@@ -13,6 +13,7 @@ import (
 	"github.com/sluicemta/sluice/internal/config"
 	"github.com/sluicemta/sluice/internal/maillog"
 	"github.com/sluicemta/sluice/internal/smtpd"
+	"github.com/sluicemta/sluice/internal/tlsname"
 	"github.com/sluicemta/sluice/milter"
 	"github.com/sluicemta/sluice/spool"
 )
@@ -198,17 +199,7 @@ func tlsInfo(c smtpd.FilterConn) *milter.TLSInfo {
 	if c.TLS == nil {
 		return nil
 	}
-	return &milter.TLSInfo{Version: tlsVersionName(c.TLS.Version)}
-}
-
-func tlsVersionName(v uint16) string {
-	switch v {
-	case 0x0303:
-		return "TLSv1.2"
-	case 0x0304:
-		return "TLSv1.3"
-	}
-	return ""
+	return &milter.TLSInfo{Version: tlsname.Version(c.TLS.Version)}
 }
 
 // filterReply turns a chain decision about a command into smtpd's form.

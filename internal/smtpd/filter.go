@@ -12,6 +12,8 @@ import (
 	"sync"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/sluicemta/sluice/internal/tlsname"
 )
 
 // Content filters (milters).
@@ -228,7 +230,7 @@ func (l *lockedFilter) close() {
 // tlsMacros are the helo-stage values Postfix gives milters.
 func tlsMacros(st *tls.ConnectionState) map[string]string {
 	m := map[string]string{
-		"{tls_version}": tlsVersion(st.Version),
+		"{tls_version}": tlsname.Version(st.Version),
 		"{cipher}":      tls.CipherSuiteName(st.CipherSuite),
 		"{cipher_bits}": strconv.Itoa(cipherBits(st.CipherSuite)),
 	}

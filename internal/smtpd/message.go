@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/sluicemta/sluice/internal/tlsname"
 )
 
 var (
@@ -230,7 +232,7 @@ func received(ri receivedInfo) string {
 	b.WriteString("])\r\n")
 	if ri.TLS != nil {
 		b.WriteString("\t(using ")
-		b.WriteString(tlsVersion(ri.TLS.Version))
+		b.WriteString(tlsname.Version(ri.TLS.Version))
 		b.WriteString(" with cipher ")
 		b.WriteString(tls.CipherSuiteName(ri.TLS.CipherSuite))
 		b.WriteString(")\r\n")
@@ -264,16 +266,6 @@ func headerToken(s string) string {
 		}
 		return r
 	}, s)
-}
-
-func tlsVersion(v uint16) string {
-	switch v {
-	case tls.VersionTLS12:
-		return "TLSv1.2"
-	case tls.VersionTLS13:
-		return "TLSv1.3"
-	}
-	return tls.VersionName(v)
 }
 
 // assemble returns the content handed to the queue: our Received header on
