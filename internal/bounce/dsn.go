@@ -422,42 +422,27 @@ func clean(s string, utf8ok bool) string {
 	return b.String()
 }
 
-// fold breaks a long value at spaces so lines stay near 78 columns.
-func fold(name, v string) string {
-	if len(name)+2+len(v) <= 78 {
-		return v
-	}
-	var b strings.Builder
-	col := len(name) + 2
-	for i, w := range strings.Split(v, " ") {
-		if i > 0 {
-			if col+1+len(w) > 78 {
-				b.WriteString("\r\n\t")
-				col = 1
-			} else {
-				b.WriteByte(' ')
-				col++
-			}
-		}
-		b.WriteString(w)
-		col += len(w)
-	}
-	return b.String()
-}
+// fold breaks a long header value at spaces so lines stay near 78
+// columns, continuing with a tab.
+func fold(name, v string) string { return wrapWords(v, len(name)+2, "\t") }
 
 // wrap breaks a line of the human-readable part at spaces near 78
 // columns, indenting continuations as Postfix does.
-func wrap(line string) string {
-	if len(line) <= 78 {
-		return line
+func wrap(line string) string { return wrapWords(line, 0, "    ") }
+
+// wrapWords breaks s at spaces so lines stay near 78 columns: s starts at
+// column start, and each continuation line with indent.
+func wrapWords(s string, start int, indent string) string {
+	if start+len(s) <= 78 {
+		return s
 	}
 	var b strings.Builder
-	col := 0
-	for i, w := range strings.Split(line, " ") {
+	col := start
+	for i, w := range strings.Split(s, " ") {
 		if i > 0 {
 			if col+1+len(w) > 78 {
-				b.WriteString("\r\n    ")
-				col = 4
+				b.WriteString("\r\n" + indent)
+				col = len(indent)
 			} else {
 				b.WriteByte(' ')
 				col++
