@@ -49,19 +49,7 @@ func ParseAddressList(s string) []string {
 			}
 		case c == '(':
 			// Comments nest; drop them.
-			depth := 1
-			j := i + 1
-			for ; j < len(s) && depth > 0; j++ {
-				switch s[j] {
-				case '\\':
-					j++
-				case '(':
-					depth++
-				case ')':
-					depth--
-				}
-			}
-			i = j - 1
+			i = commentEnd(s, i)
 		case inAngle:
 			if c == '>' {
 				inAngle = false
@@ -117,4 +105,23 @@ func stripRoute(a string) string {
 		}
 	}
 	return a
+}
+
+// commentEnd returns the index of the ")" closing the RFC 5322 comment
+// that opens at s[i], comments nesting and backslash quoting inside; at or
+// past the end of s when it is not closed.
+func commentEnd(s string, i int) int {
+	depth := 1
+	j := i + 1
+	for ; j < len(s) && depth > 0; j++ {
+		switch s[j] {
+		case '\\':
+			j++
+		case '(':
+			depth++
+		case ')':
+			depth--
+		}
+	}
+	return j - 1
 }

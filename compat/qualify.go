@@ -54,19 +54,7 @@ func qualifyHeader(raw string, nameLen int, origin string) string {
 			}
 			i = j
 		case c == '(':
-			depth := 1
-			j := i + 1
-			for ; j < len(s) && depth > 0; j++ {
-				switch s[j] {
-				case '\\':
-					j++
-				case '(':
-					depth++
-				case ')':
-					depth--
-				}
-			}
-			i = j - 1
+			i = commentEnd(s, i)
 			inWord = false
 		case inAngle:
 			switch c {
