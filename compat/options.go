@@ -360,28 +360,22 @@ func (inv *Invocation) check(haveArgs bool) error {
 			}
 			inv.Mode = ModeFlushID
 		}
-	case ModeList:
-		if haveArgs {
-			return Exitf(ExitUsage, "display queue mode requires no recipient")
-		}
-	case ModeFlush:
-		if haveArgs {
-			return Exitf(ExitUsage, "flush queue mode requires no recipient")
-		}
-	case ModeDaemon:
-		if haveArgs {
-			return Exitf(ExitUsage, "daemon mode requires no recipient")
-		}
-	case ModeAliases:
-		if haveArgs {
-			return Exitf(ExitUsage, "alias initialization mode requires no recipient")
-		}
-	case ModeSMTP:
-		if haveArgs {
-			return Exitf(ExitUsage, "stand-alone mode requires no recipient")
+	default:
+		if name, ok := noRecipientModes[inv.Mode]; ok && haveArgs {
+			return Exitf(ExitUsage, "%s requires no recipient", name)
 		}
 	}
 	return nil
+}
+
+// noRecipientModes are the modes that take no recipient arguments, named
+// as Postfix's sendmail names them in its usage errors.
+var noRecipientModes = map[Mode]string{
+	ModeList:    "display queue mode",
+	ModeFlush:   "flush queue mode",
+	ModeDaemon:  "daemon mode",
+	ModeAliases: "alias initialization mode",
+	ModeSMTP:    "stand-alone mode",
 }
 
 // NoRecipients is the error for a submission without any recipient.
