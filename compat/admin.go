@@ -50,16 +50,11 @@ func ParsePostqueue(args []string) (*PostqueueArgs, error) {
 		for j := 1; j < len(a); j++ {
 			c := a[j]
 			arg := ""
-			if c == 'c' || c == 'i' || c == 's' {
-				if j+1 < len(a) {
-					arg = a[j+1:]
-				} else if i+1 < len(args) {
-					i++
-					arg = args[i]
-				} else {
+			if strings.IndexByte("cis", c) >= 0 {
+				var ok bool
+				if arg, ok = optArg(args, &i, a, &j); !ok {
 					return nil, usage
 				}
-				j = len(a)
 			}
 			switch c {
 			case 'c':
@@ -182,15 +177,10 @@ func ParsePostsuper(args []string) (*PostsuperArgs, error) {
 			c := a[j]
 			arg := ""
 			if strings.IndexByte("cdehHrf", c) >= 0 {
-				if j+1 < len(a) {
-					arg = a[j+1:]
-				} else if i+1 < len(args) {
-					i++
-					arg = args[i]
-				} else {
+				var ok bool
+				if arg, ok = optArg(args, &i, a, &j); !ok {
 					return nil, usage
 				}
-				j = len(a)
 			}
 			switch c {
 			case 'c':
@@ -298,4 +288,21 @@ func checkFlushID(id string) error {
 		return Exitf(ExitUsage, "Cannot flush queue ID - invalid name: \"%s%s\"", quoteID(id), more)
 	}
 	return nil
+}
+
+// optArg is getopt's argument of the option letter a[*j] in word args[*i]:
+// the rest of the word, else the next word. It moves *i and *j past what
+// it took; ok is false when there is no argument.
+func optArg(args []string, i *int, a string, j *int) (arg string, ok bool) {
+	switch {
+	case *j+1 < len(a):
+		arg = a[*j+1:]
+	case *i+1 < len(args):
+		*i++
+		arg = args[*i]
+	default:
+		return "", false
+	}
+	*j = len(a)
+	return arg, true
 }
