@@ -209,39 +209,17 @@ func (p *Pickup) Run(ctx context.Context, interval time.Duration) error {
 	if interval <= 0 {
 		interval = time.Minute
 	}
-	w, err := fsnotify.NewWatcher()
-	if err != nil {
-		return fmt.Errorf("pickup: watch: %w", err)
-	}
-	defer w.Close()
-	if err := w.Add(p.Dir); err != nil {
-		return fmt.Errorf("pickup: watch %s: %w", p.Dir, err)
-	}
-	if _, err := p.Scan(ctx); err != nil {
-		p.logf("%v", err)
-	}
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case ev, ok := <-w.Events:
-			if !ok {
-				return nil
+	return dirWatch{
+		dir: p.Dir, interval: interval,
+		// Files arrive whole, by rename: no need to wait for quiet.
+		wanted: func(ev fsnotify.Event) bool {
+			return ev.Op&(fsnotify.Create|fsnotify.Rename) != 0 && !strings.HasPrefix(filepath.Base(ev.Name), tmpPrefix)
+		},
+		scan: func() {
+			if _, err := p.Scan(ctx); err != nil && ctx.Err() == nil {
+				p.logf("%v", err)
 			}
-			if ev.Op&(fsnotify.Create|fsnotify.Rename) == 0 || strings.HasPrefix(filepath.Base(ev.Name), tmpPrefix) {
-				continue
-			}
-		case err, ok := <-w.Errors:
-			if !ok {
-				return nil
-			}
-			p.logf("pickup: watch: %v", err)
-		case <-tick.C:
-		}
-		if _, err := p.Scan(ctx); err != nil {
-			p.logf("%v", err)
-		}
-	}
+		},
+		logf: p.logf,
+	}.run(ctx)
 }

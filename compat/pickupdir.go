@@ -347,54 +347,23 @@ func writeNew(path string, data []byte) error {
 // and every minute as a safety net (retrying deferred files), until ctx
 // ends.
 func (p *PickupDir) Run(ctx context.Context) error {
-	w, err := fsnotify.NewWatcher()
-	if err != nil {
-		return fmt.Errorf("pickup: watch: %w", err)
-	}
-	defer w.Close()
-	if err := w.Add(p.Dir); err != nil {
-		return fmt.Errorf("pickup: watch %s: %w", p.Dir, err)
-	}
-	scan := func() {
-		if _, err := p.Scan(ctx); err != nil && ctx.Err() == nil {
-			p.logf("%v", err)
-		}
-	}
-	scan()
-	tick := time.NewTicker(time.Minute)
-	defer tick.Stop()
-	// Events come in bursts (create, write, close); one scan after a
-	// short quiet period serves them all.
-	soon := time.NewTimer(time.Hour)
-	soon.Stop()
-	arm := func(d time.Duration) { soon.Reset(d) }
-	for {
-		p.mu.Lock()
-		young := p.young
-		p.mu.Unlock()
-		if young {
-			arm(time.Second)
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case ev, ok := <-w.Events:
-			if !ok {
-				return nil
+	return dirWatch{
+		dir: p.Dir, interval: time.Minute,
+		// Files are written in place: one scan once the burst is over.
+		quiet: 100 * time.Millisecond,
+		wanted: func(ev fsnotify.Event) bool {
+			return ev.Op&(fsnotify.Create|fsnotify.Write) != 0 && !ignoredPickupName(filepath.Base(ev.Name))
+		},
+		again: func() bool {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			return p.young
+		},
+		scan: func() {
+			if _, err := p.Scan(ctx); err != nil && ctx.Err() == nil {
+				p.logf("%v", err)
 			}
-			if ev.Op&(fsnotify.Create|fsnotify.Write) != 0 && !ignoredPickupName(filepath.Base(ev.Name)) {
-				arm(100 * time.Millisecond)
-			}
-		case err, ok := <-w.Errors:
-			if !ok {
-				return nil
-			}
-			p.logf("pickup %s: watch: %v", p.Dir, err)
-			arm(time.Second)
-		case <-soon.C:
-			scan()
-		case <-tick.C:
-			scan()
-		}
-	}
+		},
+		logf: p.logf,
+	}.run(ctx)
 }
