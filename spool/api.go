@@ -12,6 +12,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"strings"
 	"time"
 )
 
@@ -92,7 +93,9 @@ type File interface {
 	DropCache() error
 }
 
-// Notify is the DSN NOTIFY parameter of one recipient (RFC 3461), a bit set.
+// Notify is the DSN NOTIFY parameter of one recipient (RFC 3461), a bit
+// set; zero means none was given. smtpd and bounce use this same type, so
+// a recipient's NOTIFY passes from SMTP to the spool to a DSN unconverted.
 type Notify uint8
 
 const (
@@ -101,6 +104,24 @@ const (
 	NotifyFailure
 	NotifyDelay
 )
+
+// String is the NOTIFY value as sent: "NEVER" or a comma list of
+// SUCCESS, FAILURE and DELAY; "" for none.
+func (f Notify) String() string {
+	if f == 0 {
+		return ""
+	}
+	var w []string
+	for _, k := range []struct {
+		f Notify
+		s string
+	}{{NotifyNever, "NEVER"}, {NotifySuccess, "SUCCESS"}, {NotifyFailure, "FAILURE"}, {NotifyDelay, "DELAY"}} {
+		if f&k.f != 0 {
+			w = append(w, k.s)
+		}
+	}
+	return strings.Join(w, ",")
+}
 
 // Recipient is one envelope recipient as received.
 type Recipient struct {

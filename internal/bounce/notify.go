@@ -3,18 +3,20 @@ package bounce
 import (
 	"fmt"
 	"strings"
+
+	"github.com/sluicemta/sluice/spool"
 )
 
-// NotifyFlags is the RFC 3461 NOTIFY parameter of one recipient. The zero
-// value means the client gave none.
-type NotifyFlags uint8
+// NotifyFlags is the RFC 3461 NOTIFY parameter of one recipient, the
+// spool's type. The zero value means the client gave none.
+type NotifyFlags = spool.Notify
 
 // NOTIFY keywords.
 const (
-	NotifyNever NotifyFlags = 1 << iota
-	NotifySuccess
-	NotifyFailure
-	NotifyDelay
+	NotifyNever   = spool.NotifyNever
+	NotifySuccess = spool.NotifySuccess
+	NotifyFailure = spool.NotifyFailure
+	NotifyDelay   = spool.NotifyDelay
 )
 
 // ParseNotify parses a NOTIFY value ("NEVER" or a comma list of SUCCESS,
@@ -39,22 +41,6 @@ func ParseNotify(s string) (NotifyFlags, error) {
 		return 0, fmt.Errorf("bounce: NOTIFY %q: NEVER cannot be combined", s)
 	}
 	return f, nil
-}
-
-func (f NotifyFlags) String() string {
-	if f == 0 {
-		return ""
-	}
-	var w []string
-	for _, k := range []struct {
-		f NotifyFlags
-		s string
-	}{{NotifyNever, "NEVER"}, {NotifySuccess, "SUCCESS"}, {NotifyFailure, "FAILURE"}, {NotifyDelay, "DELAY"}} {
-		if f&k.f != 0 {
-			w = append(w, k.s)
-		}
-	}
-	return strings.Join(w, ",")
 }
 
 // ShouldNotify reports whether a DSN with the given action ("failed",

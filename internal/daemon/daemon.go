@@ -363,7 +363,7 @@ func (q *queueAdapter) Enqueue(ctx context.Context, env *smtpd.Envelope, content
 		m.Arrival = time.Now()
 	}
 	for _, r := range env.Rcpts {
-		m.Recipients = append(m.Recipients, spool.Recipient{Addr: r.Addr, ORCPT: r.ORCPT, Notify: spool.Notify(r.Notify)})
+		m.Recipients = append(m.Recipients, spool.Recipient{Addr: r.Addr, ORCPT: r.ORCPT, Notify: r.Notify})
 	}
 	if err := q.d.sp.Submit(m); err != nil {
 		if errors.Is(err, spool.ErrNoSpace) {

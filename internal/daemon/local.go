@@ -44,13 +44,12 @@ func (d *Daemon) compatHandler() *compat.Handler {
 // then one durable append; the caller is answered only after it.
 func (b *localBackend) Submit(ctx context.Context, m *compat.Submission) (string, error) {
 	d := b.d
-	notify := spool.Notify(0)
+	var notify spool.Notify
 	if m.DSNNotify != "" {
-		f, err := bounce.ParseNotify(m.DSNNotify)
-		if err != nil {
+		var err error
+		if notify, err = bounce.ParseNotify(m.DSNNotify); err != nil {
 			return "", compat.Exitf(compat.ExitUsage, "-N %s: %v", m.DSNNotify, err)
 		}
-		notify = spool.Notify(f)
 	}
 	if m.Trace {
 		// sendmail -v: mail the sender a report of the first delivery

@@ -330,7 +330,7 @@ func filterLocal(ctx context.Context, ch *milter.Chain, host, id string, in Loca
 	rs := make([]milter.Recipient, len(in.Recipients))
 	for i, r := range in.Recipients {
 		rs[i] = milter.Recipient{Addr: r.Addr}
-		env.Rcpts = append(env.Rcpts, smtpd.Rcpt{Addr: r.Addr, ORCPT: r.ORCPT, Notify: smtpd.Notify(r.Notify)})
+		env.Rcpts = append(env.Rcpts, smtpd.Rcpt{Addr: r.Addr, ORCPT: r.ORCPT, Notify: r.Notify})
 	}
 	info := milter.LocalConnInfo()
 	info.Macros = map[string]string{"i": id, "j": host, "{daemon_name}": host}
@@ -355,7 +355,7 @@ func filterLocal(ctx context.Context, ch *milter.Chain, host, id string, in Loca
 	out.Content, out.Sender, out.Hold = content, env.From, fr.Hold
 	out.Recipients = nil
 	for _, r := range env.Rcpts {
-		out.Recipients = append(out.Recipients, spool.Recipient{Addr: r.Addr, ORCPT: r.ORCPT, Notify: spool.Notify(r.Notify)})
+		out.Recipients = append(out.Recipients, spool.Recipient{Addr: r.Addr, ORCPT: r.ORCPT, Notify: r.Notify})
 	}
 	if len(out.Recipients) == 0 {
 		out.Discard = true // every recipient removed

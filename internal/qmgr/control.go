@@ -281,7 +281,7 @@ func (m *Manager) Expire(id string) error {
 		}
 		r := env.Recipients[i]
 		b.Expired(id, i, "message expired by the administrator")
-		if m.owesFailureNotice(env, r.Addr, bounce.NotifyFlags(r.Notify), postmaster) {
+		if m.owesFailureNotice(env, r.Addr, r.Notify, postmaster) {
 			reports = append(reports, bounce.RcptReport{
 				Final: r.Addr, Original: r.ORCPT, Action: bounce.ActionFailed, Status: "5.4.7",
 				Diagnostic: "X-Sluice; message expired by the administrator", LastAttempt: now,

@@ -353,13 +353,9 @@ func outboundMessage(env *spool.Message, group []spool.Due, content []byte) *vmt
 	}
 	for _, d := range group {
 		r := env.Recipients[d.Rcpt]
-		msg.Rcpts = append(msg.Rcpts, vmta.Rcpt{Addr: r.Addr, ORCPT: r.ORCPT, Notify: notifyString(r.Notify)})
+		msg.Rcpts = append(msg.Rcpts, vmta.Rcpt{Addr: r.Addr, ORCPT: r.ORCPT, Notify: r.Notify.String()})
 	}
 	return msg
-}
-
-func notifyString(n spool.Notify) string {
-	return bounce.NotifyFlags(n).String()
 }
 
 // destination turns the governing <domain> settings into the client's
@@ -516,7 +512,7 @@ func (m *Manager) finish(cfg *config.Config, env *spool.Message, q *queue, lim *
 			Final: rcpt.Addr, Original: rcpt.ORCPT, Status: class.Status,
 			RemoteMTA: res.Host, Diagnostic: diagnostic(rr), LastAttempt: now,
 		}
-		notify := bounce.NotifyFlags(rcpt.Notify)
+		notify := rcpt.Notify
 		switch class.Outcome {
 		case bounce.Delivered:
 			ev.Status = "sent"

@@ -24,6 +24,8 @@ import (
 	"errors"
 	"net/netip"
 	"time"
+
+	"github.com/sluicemta/sluice/spool"
 )
 
 // ErrQueueFull is what a Queue returns (wrapped or not) when it has no room;
@@ -40,14 +42,14 @@ type Queue interface {
 
 // Notify is the DSN NOTIFY set of one recipient (RFC 3461); zero means the
 // client sent no NOTIFY parameter.
-type Notify uint8
+type Notify = spool.Notify
 
 // Notify bits.
 const (
-	NotifyNever Notify = 1 << iota
-	NotifySuccess
-	NotifyFailure
-	NotifyDelay
+	NotifyNever   = spool.NotifyNever
+	NotifySuccess = spool.NotifySuccess
+	NotifyFailure = spool.NotifyFailure
+	NotifyDelay   = spool.NotifyDelay
 )
 
 // Rcpt is one accepted recipient.
