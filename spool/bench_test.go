@@ -165,19 +165,7 @@ func BenchmarkAppend64(b *testing.B) {
 	for k := 0; k < len(cold); k += 1000 {
 		deliverBench(b, s, cold[k:min(k+1000, len(cold))])
 	}
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		s.spareMu.Lock()
-		ready := len(s.recycled)
-		s.spareMu.Unlock()
-		if ready >= maxRecycled {
-			break
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("only %d segment files recycled", ready)
-		}
-		s.kickCompaction()
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitReused(b, s, maxRecycled)
 	b.StartTimer()
 	run("warm")
 	b.ReportMetric(float64(lat.Microseconds()), "fdatasync-p50-µs")

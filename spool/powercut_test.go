@@ -56,19 +56,7 @@ func powerCutOnce(t *testing.T, seed int64) {
 		if err := s.Commit(&b); err != nil {
 			t.Fatal(err)
 		}
-		for deadline := time.Now().Add(10 * time.Second); ; {
-			s.spareMu.Lock()
-			n := len(s.recycled)
-			s.spareMu.Unlock()
-			if n > 0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("no segment file was recycled")
-			}
-			s.kickCompaction()
-			time.Sleep(time.Millisecond)
-		}
+		waitReused(t, s, 1)
 	}
 	// Some history first, so the cut can also land in compaction and in
 	// recovery of a previous run's segments.

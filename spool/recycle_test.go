@@ -8,14 +8,23 @@ import (
 	"time"
 )
 
-func (s *Spool) recycledCount() int {
-	s.spareMu.Lock()
-	defer s.spareMu.Unlock()
-	n := len(s.recycled)
-	if s.spare != nil && s.spare.path != "" {
-		n++ // a spare made from a recycled file is not told apart; counted
+// waitReused waits until the spool has readied n removed segments' files
+// for reuse (one may already be the spare), kicking compaction meanwhile.
+func waitReused(t testing.TB, s *Spool, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		s.spareMu.Lock()
+		got := s.reused
+		s.spareMu.Unlock()
+		if got >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d segment files readied for reuse", got, n)
+		}
+		s.kickCompaction()
+		time.Sleep(time.Millisecond)
 	}
-	return n
 }
 
 // TestRecycledSegments: the files of finished segments are reused for new
@@ -31,19 +40,7 @@ func TestRecycledSegments(t *testing.T) {
 	first := s.newestSeg()
 	deliverAll(t, s, old)
 	// Finished segments are compacted away; their files go to the pool.
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		s.spareMu.Lock()
-		n := len(s.recycled)
-		s.spareMu.Unlock()
-		if n > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no segment file was recycled")
-		}
-		s.kickCompaction()
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitReused(t, s, 1)
 	// New messages land in reused files: the file names are reused
 	// numbers, and the data before it is there under old frames.
 	fresh := submitN(t, s, 60, 1, 2000)
@@ -106,19 +103,7 @@ func TestRecycledSegmentsOSFS(t *testing.T) {
 	s := open()
 	old := submitN(t, s, 60, 1, 3000)
 	deliverAll(t, s, old)
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		s.spareMu.Lock()
-		n := len(s.recycled)
-		s.spareMu.Unlock()
-		if n > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no segment file was recycled")
-		}
-		s.kickCompaction()
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitReused(t, s, 1)
 	fresh := submitN(t, s, 60, 1, 2000)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)

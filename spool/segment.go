@@ -184,5 +184,6 @@ func (s *Spool) recycle(g *segment) {
 	*g = segment{path: path, f: g.f, data: g.data, size: g.size, end: headerSize}
 	s.spareMu.Lock()
 	s.recycled = append(s.recycled, g)
+	s.reused++
 	s.spareMu.Unlock()
 }

@@ -51,6 +51,7 @@ type Spool struct {
 	spareCh    chan struct{}
 	recycleCh  chan *segment // removed segments whose files may be reused
 	recycled   []*segment    // files ready for reuse; guarded by spareMu
+	reused     int           // files readied for reuse so far; guarded by spareMu
 	abandonSeq uint32
 	abandonLen int64
 	buf        []byte // the committer's batch buffer, reused
