@@ -88,7 +88,6 @@ func (s *Spool) complete(reqs []*request, g *segment, off int64, buf []byte, err
 		}
 		return 0
 	}
-	t := time.Now()
 	s.mu.Lock()
 	g.end = off + int64(len(buf))
 	woke := s.applyBuf(buf, g, off)
@@ -99,9 +98,6 @@ func (s *Spool) complete(reqs []*request, g *segment, off int64, buf []byte, err
 	for _, r := range reqs {
 		r.done <- nil
 	}
-	s.stats.mu.Lock()
-	s.stats.applyTime += time.Since(t)
-	s.stats.mu.Unlock()
 	s.kickCompaction()
 	return len(reqs)
 }
@@ -223,11 +219,6 @@ func (s *Spool) writeBatch(reqs []*request) int {
 	off := s.woff
 	buf = buf[:len(buf)-frameHeader]
 	s.woff += int64(len(buf))
-	s.stats.mu.Lock()
-	s.stats.fsyncs++
-	s.stats.batches++
-	s.stats.hist[min(bits.Len(uint(len(reqs)))-1, len(s.stats.hist)-1)]++
-	s.stats.mu.Unlock()
 	t0 := time.Now()
 	mark := min(frameHeader, g.size-off-int64(len(buf))) // none at the file's end
 	_, err := g.f.WriteAt(buf[:len(buf)+int(mark)], off)
@@ -236,11 +227,17 @@ func (s *Spool) writeBatch(reqs []*request) int {
 		err = g.f.Datasync()
 	}
 	t2 := time.Now()
-	s.stats.mu.Lock()
-	s.stats.writeTime += t1.Sub(t0)
-	s.stats.syncTime += t2.Sub(t1)
-	s.stats.mu.Unlock()
-	return s.complete(reqs, g, off, buf, err)
+	n := s.complete(reqs, g, off, buf, err)
+	st := &s.stats
+	st.mu.Lock()
+	st.fsyncs++
+	st.batches++
+	st.hist[min(bits.Len(uint(len(reqs)))-1, len(st.hist)-1)]++
+	st.writeTime += t1.Sub(t0)
+	st.syncTime += t2.Sub(t1)
+	st.applyTime += time.Since(t2)
+	st.mu.Unlock()
+	return n
 }
 
 // endMark follows every batch on disk (FORMAT.md, Frames).
