@@ -484,24 +484,10 @@ func (t *txn) fail(idx []int, se *sessErr) {
 // pipelined sends [RSET] MAIL RCPT... DATA in one write and reads the
 // replies in one wait (RFC 2920 3.1).
 func (c *conn) pipelined(dest *Destination, t *txn, reset bool, mail string, rcpts []string) ([]int, error) {
-	var batch []byte
-	if reset {
-		batch = append(batch, "RSET\r\n"...)
-	}
-	batch = append(append(batch, mail...), "\r\n"...)
-	for _, r := range rcpts {
-		batch = append(append(batch, r...), "\r\n"...)
-	}
-	batch = append(batch, "DATA\r\n"...)
+	batch := envelopeBatch(reset, mail, rcpts, "DATA")
 	if len(batch) <= maxSyncBatch {
-		c.w.Write(batch)
-		if err := c.flush(dest.CommandTimeout); err != nil {
-			if reset {
-				return nil, errStale
-			}
-			se := c.ioErr(StageMail, "sending MAIL FROM", err)
-			t.fail(t.idx, se)
-			return nil, se
+		if err := c.sendBatch(dest, t, reset, batch); err != nil {
+			return nil, err
 		}
 	} else {
 		// RFC 2920 5: a batch larger than the socket buffers deadlocks if
@@ -559,6 +545,34 @@ func (c *conn) readPipelined(dest *Destination, t *txn, reset bool, nrcpt int, w
 		return nil, se
 	}
 	return c.afterData(dest, t, mrep, replies, drep)
+}
+
+// envelopeBatch is [RSET] MAIL RCPT... and a last command, for one write.
+func envelopeBatch(reset bool, mail string, rcpts []string, last string) []byte {
+	var b []byte
+	if reset {
+		b = append(b, "RSET\r\n"...)
+	}
+	b = append(append(b, mail...), "\r\n"...)
+	for _, r := range rcpts {
+		b = append(append(b, r...), "\r\n"...)
+	}
+	return append(append(b, last...), "\r\n"...)
+}
+
+// sendBatch writes a batch small enough not to need its replies read
+// meanwhile. A failure on a reused session (reset) means it went stale.
+func (c *conn) sendBatch(dest *Destination, t *txn, reset bool, batch []byte) error {
+	c.w.Write(batch)
+	if err := c.flush(dest.CommandTimeout); err != nil {
+		if reset {
+			return errStale
+		}
+		se := c.ioErr(StageMail, "sending MAIL FROM", err)
+		t.fail(t.idx, se)
+		return se
+	}
+	return nil
 }
 
 // readEnvelope reads the replies to a pipelined [RSET] MAIL RCPT... batch.

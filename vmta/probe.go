@@ -9,29 +9,15 @@ package vmta
 // pipelinedProbe sends [RSET] MAIL RCPT... RSET in one write and reads the
 // replies in one wait (RFC 2920: RSET may be pipelined like DATA).
 func (c *conn) pipelinedProbe(dest *Destination, t *txn, reset bool, mail string, rcpts []string) ([]int, error) {
-	var batch []byte
-	if reset {
-		batch = append(batch, "RSET\r\n"...)
-	}
-	batch = append(append(batch, mail...), "\r\n"...)
-	for _, r := range rcpts {
-		batch = append(append(batch, r...), "\r\n"...)
-	}
-	batch = append(batch, "RSET\r\n"...)
+	batch := envelopeBatch(reset, mail, rcpts, "RSET")
 	if len(batch) > maxSyncBatch {
 		// A batch bigger than the socket buffers could deadlock against a
 		// server that writes replies as it reads (RFC 2920 5); a probe
 		// carries no content, so one command at a time costs little here.
 		return c.lockstepProbe(dest, t, reset, mail, rcpts)
 	}
-	c.w.Write(batch)
-	if err := c.flush(dest.CommandTimeout); err != nil {
-		if reset {
-			return nil, errStale
-		}
-		se := c.ioErr(StageMail, "sending MAIL FROM", err)
-		t.fail(t.idx, se)
-		return nil, se
+	if err := c.sendBatch(dest, t, reset, batch); err != nil {
+		return nil, err
 	}
 	mrep, replies, gone, err := c.readEnvelope(dest, t, reset, len(rcpts))
 	if err != nil {
