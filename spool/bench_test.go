@@ -342,8 +342,6 @@ func BenchmarkWheel(b *testing.B) {
 		}
 		return float64(el.Nanoseconds()) / cycles
 	}
-	// The best of three runs: the machine is shared, and a run slowed by
-	// other work says nothing about the structure.
 	// The best of five runs, the two sizes alternating: the machine is
 	// shared, and a run slowed by other work says nothing about the
 	// structure.

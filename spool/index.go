@@ -48,7 +48,6 @@ type rcpt struct {
 	attempts uint32
 	status   uint8
 	flags    uint8
-	wslot    uint16 // wheel slot, while rWheel is set
 }
 
 type queue struct {
@@ -58,32 +57,48 @@ type queue struct {
 	st     QueueStats
 }
 
-// Timing wheel. Level 0 has wSlots slots of one tick and rolls: it holds
-// every time in the next wSlots ticks (73 minutes), slot t mod wSlots, so
-// a recipient deferred by less than that is placed once and never moved.
-// Level 1 rolls the same way over epochs of wSlots ticks (2.3 years);
-// anything later waits in an overflow slot. A level-1 slot moves down
-// when its epoch starts, the overflow when the epoch number wraps.
-// Insert, unlink and pop-due are O(1) whatever the queue size.
+// Timing wheel: four levels of 256 slots, as in a hierarchical timer
+// wheel. Level 0 holds the ticks of the current block of 256 ticks
+// (68.7 s), one slot per tick; level 1 the blocks of the current page of
+// 256 blocks (4.9 hours), one slot per block; level 2 one slot per page
+// (52 days); level 3 (36 years); anything later waits in an overflow slot.
+// Where a recipient's entry is follows from its tick and the wheel's
+// position alone (slotOf): when the position enters a higher slot's span,
+// that slot is cascaded down. Insert, unlink and pop-due are O(1)
+// whatever the queue size; an entry moves down at most three times.
 //
-// A slot is an array of recipient numbers, not a linked list: inserting
-// appends, and unlinking only clears the recipient's own flag and counts
-// the slot down (its entry goes stale and is skipped when the slot is
-// drained), so no operation touches another recipient's memory. With a
-// million waiting recipients those neighbours are cache misses; the array
-// is read in order, and only the recipients actually due are touched.
+// Cache misses, not steps, are what grow with the queue, and this shape
+// keeps them down. A random insert lands in one of 1,024 slots whose
+// array ends stay in cache (a flat wheel of 16,384 slots missed on every
+// insert at a million queued); an entry carries its tick, so a cascade
+// reads the arrays in order and touches no recipient; only the final
+// drain reads the recipients that fall due, which their delivery does
+// anyway.
+//
+// A slot is an array, not a linked list: inserting appends, and
+// unlinking only clears the recipient's own flag and counts the slot
+// down (its entry goes stale and is skipped when the slot is drained), so
+// no operation touches another recipient's memory.
 const (
 	tickShift = 28 // one tick = 2^28 ns = 268 ms
-	wBits     = 14
-	wSlots    = 1 << wBits
-	wMask     = wSlots - 1
-	l1Base    = wSlots
-	ovflSlot  = 2 * wSlots
-	nWheel    = 2*wSlots + 1
+	lvBits    = 8
+	lvSlots   = 1 << lvBits
+	lvMask    = lvSlots - 1
+	nLevels   = 4
+	ovflSlot  = nLevels * lvSlots
+	nWheel    = ovflSlot + 1
+	// A drained slot keeps its array for its next turn up to this many
+	// entries; bigger ones (a level-1 slot at a million queued) go back
+	// to the heap rather than stay allocated for hours.
+	keepCap = 1024
 )
 
-// rcpt.wslot must hold every slot number.
-const _ = uint16(nWheel - 1)
+// wentry is a wheel entry: a recipient and the low 32 bits of its tick,
+// which with the wheel's position give the whole tick below the overflow.
+type wentry struct {
+	i int32
+	t uint32
+}
 
 type index struct {
 	m     []msg
@@ -98,13 +113,17 @@ type index struct {
 	ring   []int32                     // queues with a non-empty ready list
 	ringAt int
 
-	cur          int64               // wheel position in ticks
-	slots        [nWheel][]int32     // entries; stale ones are skipped
-	live         [nWheel]int32       // recipients whose slot this is
-	bits0, bits1 [wSlots / 64]uint64 // slots with live recipients
-	// earliest next in each level-1 slot and (last) the overflow, when ok
-	l1min   [wSlots + 1]int64
-	l1ok    [wSlots + 1]bool
+	cur   int64            // wheel position in ticks
+	slots [nWheel][]wentry // entries; stale ones are skipped
+	// live counts the recipients whose entry is in the slot, plus stale
+	// entries a cascade carried down (it does not read recipients to
+	// tell): zero means the slot holds nobody.
+	live [nWheel]int32
+	bits [nLevels * lvSlots / 64]uint64 // slots with live > 0
+	// earliest tick in each slot above level 0, when minOK: a lower
+	// bound, as stale entries count
+	minT    [nWheel]int64
+	minOK   [nWheel]bool
 	waiting int    // recipients in the wheel
 	warm    uint32 // see drainSlot
 
@@ -255,26 +274,40 @@ func (x *index) unlink(i int32) {
 	}
 	r.flags &^= rLinked | rWheel
 	x.waiting--
-	k := int32(r.wslot)
-	if k >= l1Base && x.l1min[k-l1Base] == r.next {
-		x.l1ok[k-l1Base] = false
+	t := r.next >> tickShift
+	k := x.slotOf(t)
+	if x.minOK[k] && x.minT[k] == t {
+		x.minOK[k] = false
 	}
 	x.live[k]--
 	if x.live[k] == 0 {
-		x.slots[k] = x.slots[k][:0] // every entry left is stale
-		x.clearSlotBit(k)
+		x.emptySlot(k, x.slots[k]) // every entry left is stale
 	} else if len(x.slots[k]) > 64 && len(x.slots[k]) > 4*int(x.live[k]) {
-		x.compactSlot(k) // bound the stale entries of a slot that never empties
+		x.compactSlot(k) // bound the stale entries of a slot that does not drain for long
 	}
 }
 
-// current reports whether entry i of slot k is where recipient i waits:
-// entries left behind by an unlink, or by a move to another slot, are not.
-// A recipient may have two current entries in one slot (unlinked and put
-// back); whoever takes one clears rWheel, so the other is then skipped.
+// slotOf returns the slot that holds tick t >= x.cur: the level is set by
+// the highest 8-bit digit in which t differs from the position.
+func (x *index) slotOf(t int64) int32 {
+	d := bits.Len64(uint64(t ^ x.cur))
+	if d == 0 {
+		return int32(t & lvMask)
+	}
+	l := (d - 1) / lvBits
+	if l >= nLevels {
+		return ovflSlot
+	}
+	return int32(l*lvSlots) + int32(t>>(l*lvBits))&lvMask
+}
+
+// current reports whether an entry of recipient i in slot k is where it
+// waits: entries left behind by an unlink are not. A recipient may have
+// two current entries in one slot (unlinked and put back); whoever takes
+// one clears rWheel, so the other is then skipped.
 func (x *index) current(i, k int32) bool {
 	r := &x.r[i]
-	return r.flags&rWheel != 0 && int32(r.wslot) == k
+	return r.flags&rWheel != 0 && x.slotOf(r.next>>tickShift) == k
 }
 
 // compactSlot drops the stale entries of slot k. Amortized over the
@@ -282,26 +315,24 @@ func (x *index) current(i, k int32) bool {
 func (x *index) compactSlot(k int32) {
 	es := x.slots[k]
 	n := 0
-	for _, i := range es {
-		if x.current(i, k) && x.r[i].flags&rSeen == 0 {
-			x.r[i].flags |= rSeen // a second entry is a duplicate
-			es[n] = i
+	for _, e := range es {
+		if x.current(e.i, k) && x.r[e.i].flags&rSeen == 0 {
+			x.r[e.i].flags |= rSeen // a second entry is a duplicate
+			es[n] = e
 			n++
 		}
 	}
-	for _, i := range es[:n] {
-		x.r[i].flags &^= rSeen
+	for _, e := range es[:n] {
+		x.r[e.i].flags &^= rSeen
 	}
 	x.slots[k] = es[:n]
+	x.live[k] = int32(n)
+	x.minOK[k] = false
 }
 
 func (x *index) clearSlotBit(k int32) {
-	switch {
-	case k < l1Base:
-		x.bits0[k/64] &^= 1 << (k % 64)
-	case k < ovflSlot:
-		k -= l1Base
-		x.bits1[k/64] &^= 1 << (k % 64)
+	if k < ovflSlot {
+		x.bits[k/64] &^= 1 << (k % 64)
 	}
 }
 
@@ -322,35 +353,26 @@ func (x *index) schedule(i int32) {
 		x.makeReady(i)
 		return
 	}
-	x.wheelInsert(i, t)
-}
-
-// wheelInsert places recipient i, due at tick t >= x.cur.
-func (x *index) wheelInsert(i int32, t int64) {
-	var slot int32
-	if t-x.cur < wSlots {
-		k := int32(t & wMask)
-		slot = k
-		x.bits0[k/64] |= 1 << (k % 64)
-	} else {
-		k := int32(wSlots) // the overflow
-		if t>>wBits-x.cur>>wBits < wSlots {
-			k = int32((t >> wBits) & wMask)
-			x.bits1[k/64] |= 1 << (k % 64)
-		}
-		slot = l1Base + k
-		if next := x.r[i].next; x.live[slot] == 0 {
-			x.l1min[k], x.l1ok[k] = next, true
-		} else if x.l1ok[k] && next < x.l1min[k] {
-			x.l1min[k] = next
-		}
-	}
-	x.slots[slot] = append(x.slots[slot], i)
-	x.live[slot]++
-	r := &x.r[i]
-	r.wslot = uint16(slot)
+	x.place(i, t)
 	r.flags |= rLinked | rWheel
 	x.waiting++
+}
+
+// place appends an entry for recipient i, due at tick t >= x.cur.
+func (x *index) place(i int32, t int64) {
+	k := x.slotOf(t)
+	x.slots[k] = append(x.slots[k], wentry{i, uint32(t)})
+	if k >= lvSlots {
+		if x.live[k] == 0 {
+			x.minT[k], x.minOK[k] = t, true
+		} else if x.minOK[k] && t < x.minT[k] {
+			x.minT[k] = t
+		}
+	}
+	if x.live[k] == 0 && k < ovflSlot {
+		x.bits[k/64] |= 1 << (k % 64)
+	}
+	x.live[k]++
 }
 
 func (x *index) makeReady(i int32) {
@@ -362,45 +384,61 @@ func (x *index) makeReady(i int32) {
 	}
 }
 
-// drainSlot moves every recipient of a wheel slot out: to the ready
-// lists, or (redo) back through schedule, which may put it in the same
-// slot; so every recipient is taken out before any is placed again.
-func (x *index) drainSlot(k int32, redo bool) {
-	if x.live[k] == 0 {
-		return
+// emptySlot forgets slot k's entries, keeping a small array for the
+// slot's next turn.
+func (x *index) emptySlot(k int32, es []wentry) {
+	if cap(es) <= keepCap {
+		x.slots[k] = es[:0]
+	} else {
+		x.slots[k] = nil
 	}
-	es := x.slots[k]
-	x.slots[k], x.live[k] = nil, 0
+	x.live[k] = 0
+	x.minOK[k] = false
 	x.clearSlotBit(k)
+}
+
+// drainSlot makes ready every recipient of level-0 slot k, whose tick has
+// passed.
+func (x *index) drainSlot(k int32) {
+	es := x.slots[k]
+	x.slots[k] = nil
+	tick := x.cur&^lvMask + int64(k)
+	// Two short loops whose loads do not depend on one another, so that
+	// with a million queued the cache misses on the recipients, then on
+	// their messages, overlap instead of following one another.
 	n := 0
-	var warm uint32
-	for _, i := range es {
-		if x.current(i, k) {
-			x.r[i].flags &^= rLinked | rWheel
-			x.waiting--
-			es[n] = i
+	for _, e := range es {
+		if r := &x.r[e.i]; r.flags&rWheel != 0 && r.next>>tickShift == tick {
+			r.flags &^= rLinked | rWheel
+			es[n] = e
 			n++
-			if !redo {
-				// Read each due recipient's message now, while the
-				// loads for the whole slot can overlap: PopDue's
-				// caller and the accounting read it next, one at a
-				// time, and at a million queued each would be a
-				// cache miss. (Measured: BenchmarkWheel at 1M.)
-				warm += x.m[x.r[i].msg].size
-			}
 		}
+	}
+	x.waiting -= n
+	// PopDue's caller and the accounting read each due recipient's
+	// message next, one at a time; read them all now.
+	var warm uint32
+	for _, e := range es[:n] {
+		warm += x.m[x.r[e.i].msg].size
 	}
 	x.warm = warm // kept so the reads are not optimized away
-	for _, i := range es[:n] {
-		if redo {
-			x.schedule(i)
-		} else {
-			x.makeReady(i)
-		}
+	for _, e := range es[:n] {
+		x.makeReady(e.i)
 	}
-	if x.slots[k] == nil {
-		x.slots[k] = es[:0] // keep the array for the slot's next turn
+	x.emptySlot(k, es)
+}
+
+// cascade moves the entries of slot k, whose span the position has just
+// entered, to the lower levels. Stale entries move too: telling them
+// apart would read every recipient.
+func (x *index) cascade(k int32) {
+	es := x.slots[k]
+	x.slots[k] = nil
+	base := x.cur &^ (1<<32 - 1)
+	for _, e := range es {
+		x.place(e.i, base|int64(e.t))
 	}
+	x.emptySlot(k, es)
 }
 
 func (x *index) unlinkRaw(i int32) {
@@ -415,26 +453,88 @@ func (x *index) unlinkRaw(i int32) {
 // advance moves the wheel to now, turning due recipients ready. A tick's
 // slot is released once the tick has passed, so a recipient may wait up
 // to one tick (268 ms) past its time; in exchange no call rescans a slot.
+// Time runs from one non-empty slot to the next, so a long jump costs
+// nothing for the empty spans it crosses.
 func (x *index) advance(now int64) {
 	target := now >> tickShift
 	if target < x.cur {
 		x.rewind(target)
 		return
 	}
-	for x.cur < target {
-		next := (x.cur>>wBits + 1) << wBits // the next epoch's first tick
-		if target < next {
-			x.drain0(int(x.cur&wMask), int(target&wMask))
+	for {
+		x.drain0(target)
+		b := x.nextBoundary()
+		if b > target {
 			x.cur = target
 			return
 		}
-		x.drain0(int(x.cur&wMask), wSlots)
-		x.cur = next
-		e := next >> wBits
-		if e&wMask == 0 {
-			x.drainSlot(ovflSlot, true) // later than level 1 reached before
+		x.crossTo(b)
+	}
+}
+
+// drain0 drains the level-0 slots of the ticks before target.
+func (x *index) drain0(target int64) {
+	to := lvSlots
+	if d := target - x.cur&^lvMask; d < lvSlots {
+		to = int(d)
+	}
+	for from := int(x.cur & lvMask); ; {
+		k := nextBit(x.bits[:lvSlots/64], from, to)
+		if k < 0 {
+			return
 		}
-		x.drainSlot(l1Base+int32(e&wMask), true) // now within level 0
+		x.drainSlot(int32(k))
+		from = k + 1
+	}
+}
+
+// nextBoundary returns the first tick at which the position enters a
+// non-empty slot above level 0 (or the overflow's next 2^32-tick page),
+// math.MaxInt64 if none. Slots of lower levels come before those of
+// higher ones, so the lowest non-empty level decides.
+func (x *index) nextBoundary() int64 {
+	for l := 1; l < nLevels; l++ {
+		sh := l * lvBits
+		w := x.bits[l*lvSlots/64 : (l+1)*lvSlots/64]
+		if s := nextBit(w, int(x.cur>>sh)&lvMask, lvSlots); s >= 0 {
+			return x.cur>>(sh+lvBits)<<(sh+lvBits) | int64(s)<<sh
+		}
+	}
+	if x.live[ovflSlot] > 0 {
+		return (x.cur>>32 + 1) << 32
+	}
+	return math.MaxInt64
+}
+
+// crossTo moves the position to tick b, the start of a non-empty slot's
+// span, and cascades that slot: the one of the highest level whose span
+// starts at b. (The slots of lower levels starting there are their
+// levels' first, never ahead of the position: empty.)
+func (x *index) crossTo(b int64) {
+	var again []int32
+	if b&(1<<32-1) == 0 {
+		// The overflow's entries hold no tick bits worth trusting: its
+		// recipients are read and placed again.
+		es := x.slots[ovflSlot]
+		x.slots[ovflSlot] = nil
+		for _, e := range es {
+			if x.current(e.i, ovflSlot) {
+				x.r[e.i].flags &^= rLinked | rWheel
+				x.waiting--
+				again = append(again, e.i)
+			}
+		}
+		x.emptySlot(ovflSlot, es)
+	}
+	x.cur = b
+	for _, i := range again {
+		x.schedule(i)
+	}
+	for l := nLevels - 1; l >= 1; l-- {
+		if sh := l * lvBits; b&(1<<sh-1) == 0 {
+			x.cascade(int32(l*lvSlots) + int32(b>>sh)&lvMask)
+			return
+		}
 	}
 }
 
@@ -445,13 +545,13 @@ func (x *index) advance(now int64) {
 func (x *index) rewind(target int64) {
 	var all []int32
 	for k := int32(0); k < nWheel; k++ {
-		for _, i := range x.slots[k] {
-			if x.current(i, k) {
-				x.r[i].flags &^= rLinked | rWheel
-				all = append(all, i)
+		for _, e := range x.slots[k] {
+			if x.current(e.i, k) {
+				x.r[e.i].flags &^= rLinked | rWheel
+				all = append(all, e.i)
 			}
 		}
-		x.slots[k], x.live[k] = x.slots[k][:0], 0
+		x.emptySlot(k, x.slots[k])
 	}
 	for q := range x.queues {
 		sent := x.queues[q].ready
@@ -466,23 +566,10 @@ func (x *index) rewind(target int64) {
 		x.queues[q].inRing = false
 	}
 	x.ring = x.ring[:0]
-	x.bits0, x.bits1 = [wSlots / 64]uint64{}, [wSlots / 64]uint64{}
-	x.l1ok = [wSlots + 1]bool{}
 	x.waiting = 0
 	x.cur = target
 	for _, i := range all {
 		x.schedule(i)
-	}
-}
-
-func (x *index) drain0(from, to int) {
-	for {
-		k := nextBit(x.bits0[:], from, to)
-		if k < 0 {
-			return
-		}
-		x.drainSlot(int32(k), false)
-		from = k + 1
 	}
 }
 
@@ -503,10 +590,8 @@ func nextBit(bm []uint64, from, to int) int {
 }
 
 // nextDue returns when PopDue will next find something, and whether there
-// is anything waiting: for a level-0 slot the end of its tick, for later
-// slots the earliest time in them. The levels overlap in time (level 0
-// rolls into epochs whose level-1 slot still holds older entries), so the
-// earliest of all three is taken.
+// is anything waiting: the end of the earliest waiting tick, or earlier
+// when stale entries make a slot look non-empty.
 func (x *index) nextDue() (int64, bool) {
 	for _, q := range x.ring {
 		if x.r[x.queues[q].ready].nx != x.queues[q].ready {
@@ -516,47 +601,37 @@ func (x *index) nextDue() (int64, bool) {
 	if x.waiting == 0 {
 		return 0, false
 	}
-	best := int64(math.MaxInt64)
-	c := int(x.cur & wMask)
-	k := nextBit(x.bits0[:], c, wSlots)
-	if k < 0 {
-		k = nextBit(x.bits0[:], 0, c)
+	if k := nextBit(x.bits[:lvSlots/64], int(x.cur&lvMask), lvSlots); k >= 0 {
+		return (x.cur&^lvMask + int64(k) + 1) << tickShift, true
 	}
-	if k >= 0 {
-		// the slot's tick is released when it has passed
-		best = (x.cur + int64((k-c)&wMask) + 1) << tickShift
-	}
-	e := int((x.cur >> wBits) & wMask)
-	k = nextBit(x.bits1[:], e, wSlots)
-	if k < 0 {
-		k = nextBit(x.bits1[:], 0, e)
-	}
-	if k >= 0 {
-		best = min(best, x.slotMin(k))
-	}
-	if x.live[ovflSlot] > 0 {
-		best = min(best, x.slotMin(wSlots))
-	}
-	return best, true
-}
-
-// slotMin is the earliest next in level-1 slot k (wSlots: the overflow).
-func (x *index) slotMin(k int) int64 {
-	if !x.l1ok[k] {
-		x.l1min[k], x.l1ok[k] = x.minIn(l1Base+int32(k)), true
-	}
-	return x.l1min[k]
-}
-
-// minIn scans one wheel slot for its earliest next.
-func (x *index) minIn(k int32) int64 {
-	min := int64(-1)
-	for _, i := range x.slots[k] {
-		if x.current(i, k) && (min < 0 || x.r[i].next < min) {
-			min = x.r[i].next
+	for l := 1; l < nLevels; l++ {
+		w := x.bits[l*lvSlots/64 : (l+1)*lvSlots/64]
+		if s := nextBit(w, int(x.cur>>(l*lvBits))&lvMask, lvSlots); s >= 0 {
+			return (x.slotMin(int32(l*lvSlots+s)) + 1) << tickShift, true
 		}
 	}
-	return min
+	return (x.slotMin(ovflSlot) + 1) << tickShift, true
+}
+
+// slotMin is the earliest tick in slot k above level 0.
+func (x *index) slotMin(k int32) int64 {
+	if x.minOK[k] {
+		return x.minT[k]
+	}
+	lo := int64(math.MaxInt64)
+	base := x.cur &^ (1<<32 - 1)
+	for _, e := range x.slots[k] {
+		t := base | int64(e.t)
+		if k == ovflSlot {
+			if !x.current(e.i, k) {
+				continue
+			}
+			t = x.r[e.i].next >> tickShift
+		}
+		lo = min(lo, t)
+	}
+	x.minT[k], x.minOK[k] = lo, true
+	return lo
 }
 
 // popReady takes up to max ready recipients from queue q.

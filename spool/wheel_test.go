@@ -2,20 +2,30 @@ package spool
 
 import (
 	"fmt"
+	"math"
 	"math/rand"
+	"slices"
 	"testing"
 	"time"
 )
 
 // TestWheelAgainstModel schedules, cancels and pops recipients at times
-// from the past to years ahead (all three wheel levels), moving the clock
+// from the past to years ahead (every wheel level and the overflow), moving the clock
 // in small steps and big jumps: PopDue must never return a recipient
 // before its time, and must return every one whose tick has passed.
 func TestWheelAgainstModel(t *testing.T) {
-	for _, seed := range []int64{1, 2, 3} {
+	// The last two start months before 2043-01-25, where the tick count
+	// crosses 2^33: the overflow's entries are placed again there.
+	starts := []time.Time{
+		time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(2042, 6, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(2042, 11, 1, 0, 0, 0, 0, time.UTC),
+	}
+	for seed, start := range starts {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
-			rng := rand.New(rand.NewSource(seed))
-			now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano()
+			rng := rand.New(rand.NewSource(int64(seed + 1)))
+			now := start.UnixNano()
 			x := newIndex(now)
 			live := map[int32]int64{}
 			var ids []int32
@@ -30,7 +40,8 @@ func TestWheelAgainstModel(t *testing.T) {
 				live[i] = next
 				ids = append(ids, i)
 			}
-			// Level 0 covers 73 minutes, level 1 2.3 years; beyond is the
+			// Level 0 covers 69 seconds, level 1 4.9 hours, level 2 52
+			// days, level 3 36 years to the next 2^32 ticks; beyond is the
 			// overflow, which the year-long jumps below carry into range.
 			year := 365 * 24 * time.Hour
 			spans := []time.Duration{time.Second, time.Minute, time.Hour, 2 * time.Hour, 48 * time.Hour, 30 * 24 * time.Hour, 4 * year}
@@ -108,27 +119,17 @@ func TestWheelAgainstModel(t *testing.T) {
 func TestWheelStaleEntries(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano()
 	x := newIndex(now)
-	add := func(next int64) int32 {
-		mi := x.allocMsg()
-		x.m[mi] = msg{nrcpt: 1, left: 1, flags: mUsed}
-		i := x.allocRcpts(1)
-		x.m[mi].rcpt0 = i
-		x.r[i] = rcpt{prev: i, nx: i, msg: mi, queue: x.queueFor([]byte("v"), []byte("a@d")), status: uint8(Deferred), next: next}
-		x.account(i, 1)
-		x.schedule(i)
-		return i
-	}
-	far := now + int64(60*24*time.Hour) // beyond level 1: the overflow slot
-	keep := []int32{add(far), add(far + 1), add(far + 2)}
-	gone := add(far + 3)
+	far := now + int64(60*24*time.Hour) // level 3: cascaded only weeks from now
+	keep := []int32{addWaiting(x, far), addWaiting(x, far+1), addWaiting(x, far+2)}
+	gone := addWaiting(x, far+3)
 	x.unlink(gone)
 	for round := 0; round < 10000; round++ {
 		i := keep[round%len(keep)]
 		x.unlink(i)
 		x.schedule(i) // same time, same slot: the old entry is now stale
 	}
-	if n := len(x.slots[ovflSlot]); n > 64+4*len(keep) {
-		t.Fatalf("overflow slot holds %d entries for %d recipients", n, len(keep))
+	if n := len(x.slots[x.slotOf(far>>tickShift)]); n > 64+4*len(keep) {
+		t.Fatalf("the slot holds %d entries for %d recipients", n, len(keep))
 	}
 	if got := x.popDue(far-int64(time.Hour), 100, nil); len(got) != 0 {
 		t.Fatalf("popped %v an hour early", got)
@@ -149,37 +150,89 @@ func TestWheelStaleEntries(t *testing.T) {
 	}
 }
 
-// TestWheelLevelsOverlap: level 0 rolls into the next epoch while that
-// epoch's level-1 slot still holds a recipient placed before; nextDue must
-// report that earlier one, not the later one level 0 holds.
-func TestWheelLevelsOverlap(t *testing.T) {
+// TestWheelBoundaries: recipients due on either side of each level's
+// boundary (a block, a page, ..., the overflow's 2^32 ticks), placed from
+// before the boundary at every level, some cancelled and put back so that
+// a cascade carries stale entries down. Each must come out exactly once,
+// in the call that first passes its tick, and NextDue must not say later.
+func TestWheelBoundaries(t *testing.T) {
 	tick := int64(1) << tickShift
-	start := (time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano() >> (tickShift + wBits)) << (tickShift + wBits) // an epoch's first tick
-	x := newIndex(start)
-	add := func(next int64) int32 {
-		mi := x.allocMsg()
-		x.m[mi] = msg{nrcpt: 1, left: 1, flags: mUsed}
-		i := x.allocRcpts(1)
-		x.m[mi].rcpt0 = i
-		x.r[i] = rcpt{prev: i, nx: i, msg: mi, queue: x.queueFor([]byte("v"), []byte("a@d")), status: uint8(Deferred), next: next}
-		x.account(i, 1)
-		x.schedule(i)
-		return i
+	for l := 1; l <= nLevels; l++ {
+		span := int64(1) << (l * lvBits) // ticks
+		// the first boundary of this level after 2026
+		b := (time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano()>>tickShift/span + 1) * span
+		for _, lead := range []int64{3, span / 2, span + 7} {
+			t.Run(fmt.Sprintf("level%d-lead%d", l, lead), func(t *testing.T) {
+				now := (b - lead) << tickShift
+				x := newIndex(now)
+				due := map[int32]int64{} // recipient -> tick
+				for _, d := range []int64{-2, -1, 0, 1, 2, span - 1, span, span + 1} {
+					at := b + d
+					if at < b-lead {
+						continue
+					}
+					i := addWaiting(x, at<<tickShift+tick/2)
+					due[i] = at
+					if d%2 == 0 {
+						x.unlink(i)
+						x.schedule(i) // a stale entry beside the live one
+					}
+				}
+				if len(due) == 0 {
+					t.Fatal("nothing placed")
+				}
+				// the start, then tick by tick around both boundaries
+				ticks := []int64{b - lead}
+				for d := int64(-4); d <= 4; d++ {
+					ticks = append(ticks, b+d, b+span+d)
+				}
+				slices.Sort(ticks)
+				for _, cur := range slices.Compact(ticks) {
+					if cur < b-lead {
+						continue
+					}
+					if nd, ok := x.nextDue(); ok != (len(due) > 0) {
+						t.Fatalf("nextDue ok=%v with %d waiting", ok, len(due))
+					} else if ok && nd > (minTick(due)+1)<<tickShift {
+						t.Fatalf("nextDue tick %d, later than the earliest due %d", nd>>tickShift, minTick(due))
+					}
+					for _, i := range x.popDue((cur+1)<<tickShift, 100, nil) {
+						at, ok := due[i]
+						if !ok {
+							t.Fatalf("popped %d twice", i)
+						}
+						if at != cur {
+							t.Fatalf("popped %d passing tick %d, due at %d", i, cur, at)
+						}
+						delete(due, i)
+					}
+				}
+				if len(due) > 0 {
+					t.Fatalf("left behind: %v", due)
+				}
+				if x.waiting != 0 {
+					t.Fatalf("waiting %d after all popped", x.waiting)
+				}
+			})
+		}
 	}
-	early := add(start + (wSlots+5)*tick) // beyond level 0 now: level 1
-	if got := x.popDue(start+20*tick, 10, nil); len(got) != 0 {
-		t.Fatalf("popped %v", got)
+}
+
+func addWaiting(x *index, next int64) int32 {
+	mi := x.allocMsg()
+	x.m[mi] = msg{nrcpt: 1, left: 1, flags: mUsed}
+	i := x.allocRcpts(1)
+	x.m[mi].rcpt0 = i
+	x.r[i] = rcpt{prev: i, nx: i, msg: mi, queue: x.queueFor([]byte("v"), []byte("a@d")), status: uint8(Deferred), next: next}
+	x.account(i, 1)
+	x.schedule(i)
+	return i
+}
+
+func minTick(due map[int32]int64) int64 {
+	lo := int64(math.MaxInt64)
+	for _, t := range due {
+		lo = min(lo, t)
 	}
-	late := add(start + (wSlots+15)*tick) // within level 0 from here
-	if x.r[early].wslot < l1Base || x.r[late].wslot >= l1Base {
-		t.Fatalf("slots %d and %d: the test no longer sets up the overlap", x.r[early].wslot, x.r[late].wslot)
-	}
-	nd, ok := x.nextDue()
-	if want := start + (wSlots+6)*tick; !ok || nd > want {
-		t.Fatalf("nextDue %v, want by %v (the level-1 recipient)", time.Duration(nd-start), time.Duration(want-start))
-	}
-	got := x.popDue(start+(wSlots+6)*tick, 10, nil)
-	if len(got) != 1 || got[0] != early {
-		t.Fatalf("popped %v, want [%d]", got, early)
-	}
+	return lo
 }
