@@ -294,6 +294,26 @@ func (s *Spool) enqueue(r *request) error {
 	return <-r.done
 }
 
+// Encoding buffers are reused once the committer has copied them into
+// its batch: at tens of thousands of appends a second, fresh ones would
+// keep the heap growing and the collector busy. Big ones are not kept.
+var bufPool sync.Pool // *[]byte
+
+const maxPooledBuf = 64 << 10
+
+func getBuf(size int) []byte {
+	if p, ok := bufPool.Get().(*[]byte); ok && cap(*p) >= size {
+		return (*p)[:0]
+	}
+	return make([]byte, 0, max(size, 4096))
+}
+
+func putBuf(b []byte) {
+	if cap(b) <= maxPooledBuf {
+		bufPool.Put(&b)
+	}
+}
+
 func parseID(id string) ([idLen]byte, error) {
 	var b [idLen]byte
 	if err := qid.Check(id); err != nil {
@@ -356,7 +376,7 @@ func (s *Spool) encode(b *Batch, r *request) error {
 				r.reserve = false
 			}
 			if r.buf == nil {
-				r.buf = make([]byte, 0, len(o.msg.Content)+256+64*len(o.msg.Recipients))
+				r.buf = getBuf(len(o.msg.Content) + 256 + 64*len(o.msg.Recipients))
 			}
 			r.buf = appendMessage(r.buf, kMessage, id, o.msg, false, nil, o.msg.Content)
 			if o.msg.Held {
