@@ -102,12 +102,10 @@ func (s *Spool) complete(reqs []*request, g *segment, off int64, buf []byte, err
 	return len(reqs)
 }
 
+// avail is the space appends may use: the file system's free space and
+// what the spool's own files have left.
 func (s *Spool) avail() int64 {
-	a, err := s.fs.Avail(s.dir)
-	if err != nil {
-		s.logf("spool: statfs %s: %v", s.dir, err)
-		a = 0
-	}
+	a := s.fsAvail()
 	if s.active != nil {
 		a += s.active.size - s.woff
 	}
@@ -119,6 +117,23 @@ func (s *Spool) avail() int64 {
 		a += g.size
 	}
 	s.spareMu.Unlock()
+	return a
+}
+
+// fsAvail is the file system's free space. Far from the reserve, a figure
+// up to 50 ms old does: statfs costs tens of microseconds a batch, and no
+// disk fills hundreds of megabytes in 50 ms. Near it, every batch asks.
+func (s *Spool) fsAvail() int64 {
+	now := time.Now()
+	if s.fsFree > s.opt.Reserve+4*s.opt.SegmentSize && now.Sub(s.fsAt) < 50*time.Millisecond {
+		return s.fsFree
+	}
+	a, err := s.fs.Avail(s.dir)
+	if err != nil {
+		s.logf("spool: statfs %s: %v", s.dir, err)
+		a = 0
+	}
+	s.fsFree, s.fsAt = a, now
 	return a
 }
 

@@ -46,6 +46,8 @@ type Spool struct {
 	// Owned by the committer goroutine.
 	active     *segment // written under mu too: the compactor reads it
 	woff       int64
+	fsFree     int64 // the file system's free space at fsAt
+	fsAt       time.Time
 	spare      *segment // guarded by spareMu
 	spareMu    sync.Mutex
 	spareCh    chan struct{}
