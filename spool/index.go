@@ -325,6 +325,10 @@ func (x *index) compactSlot(k int32) {
 	for _, e := range es[:n] {
 		x.r[e.i].flags &^= rSeen
 	}
+	if n == 0 {
+		x.emptySlot(k, es) // the count was all stale entries a cascade carried
+		return
+	}
 	x.slots[k] = es[:n]
 	x.live[k] = int32(n)
 	x.minOK[k] = false
@@ -609,6 +613,9 @@ func (x *index) nextDue() (int64, bool) {
 		if s := nextBit(w, int(x.cur>>(l*lvBits))&lvMask, lvSlots); s >= 0 {
 			return (x.slotMin(int32(l*lvSlots+s)) + 1) << tickShift, true
 		}
+	}
+	if x.live[ovflSlot] == 0 {
+		return 0, false // not reached: waiting counts entries a slot holds
 	}
 	return (x.slotMin(ovflSlot) + 1) << tickShift, true
 }
