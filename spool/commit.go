@@ -224,8 +224,10 @@ func (s *Spool) writeBatch(reqs []*request) int {
 		n := len(buf)
 		buf = append(buf, r.buf...)
 		saltFrames(buf[n:], g.salt)
-		putBuf(r.buf)
-		r.buf = nil
+		if r.pooled {
+			putBuf(r.buf)
+			r.buf = nil
+		}
 	}
 	// Zeroes after the batch mark the end of the data: a recycled
 	// segment holds old frames there. The next batch overwrites them.

@@ -98,6 +98,7 @@ type op struct {
 
 type request struct {
 	buf     []byte
+	pooled  bool                                     // buf came from getBuf; the committer returns it
 	reserve bool                                     // may use the reserve
 	build   func(s *Spool, b []byte) ([]byte, error) // encoded by the committer (compaction)
 	done    chan error
@@ -296,9 +297,11 @@ func (s *Spool) enqueue(r *request) error {
 	return <-r.done
 }
 
-// Encoding buffers are reused once the committer has copied them into
-// its batch: at tens of thousands of appends a second, fresh ones would
-// keep the heap growing and the collector busy. Big ones are not kept.
+// Encoding buffers of Commit are reused once the committer has copied
+// them into its batch: at tens of thousands of appends a second, fresh
+// ones would keep the heap growing and the collector busy. Big ones are
+// not kept. Only Commit's own buffers go back (request.pooled): other
+// callers may still hold theirs, or slices of them (deleteWhere).
 var bufPool sync.Pool // *[]byte
 
 const maxPooledBuf = 64 << 10
@@ -378,7 +381,7 @@ func (s *Spool) encode(b *Batch, r *request) error {
 				r.reserve = false
 			}
 			if r.buf == nil {
-				r.buf = getBuf(len(o.msg.Content) + 256 + 64*len(o.msg.Recipients))
+				r.buf, r.pooled = getBuf(len(o.msg.Content)+256+64*len(o.msg.Recipients)), true
 			}
 			r.buf = appendMessage(r.buf, kMessage, id, o.msg, false, nil, o.msg.Content)
 			if o.msg.Held {
