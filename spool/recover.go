@@ -115,8 +115,10 @@ func (s *Spool) recover(segs []oldSeg) {
 		}
 	}
 	s.recovering = false
-	for _, o := range segs {
-		s.maybeCompact(o.g)
+	// Every segment, not only the old ones: those written while recovery
+	// ran may have finished in that time, when compaction was not queued.
+	for _, seq := range s.seqs {
+		s.maybeCompact(s.segs[seq])
 	}
 	for id, ge := range s.grave {
 		if !s.segExists(ge.first, ge.last, 0) {
