@@ -112,7 +112,7 @@ func BenchmarkAppend64(b *testing.B) {
 		}
 		s.stats.mu.Lock()
 		s.stats.fsyncs, s.stats.batches, s.stats.hist = 0, 0, [12]int{}
-		s.stats.writeTime, s.stats.syncTime, s.stats.applyTime = 0, 0, 0
+		s.stats.writeTime, s.stats.syncTime, s.stats.applyTime, s.stats.gatherTime = 0, 0, 0, 0
 		s.stats.mu.Unlock()
 		start := time.Now()
 		var wg sync.WaitGroup
@@ -135,7 +135,7 @@ func BenchmarkAppend64(b *testing.B) {
 		}
 		s.stats.mu.Lock()
 		fsyncs, batches, hist := s.stats.fsyncs, s.stats.batches, s.stats.hist
-		wt, st, at := s.stats.writeTime, s.stats.syncTime, s.stats.applyTime
+		wt, st, at, gt := s.stats.writeTime, s.stats.syncTime, s.stats.applyTime, s.stats.gatherTime
 		s.stats.mu.Unlock()
 		if fsyncs != batches {
 			b.Errorf("%s: fsyncs %d != batches %d", name, fsyncs, batches)
@@ -146,9 +146,9 @@ func BenchmarkAppend64(b *testing.B) {
 				fmt.Fprintf(&h, " [%d,%d):%d", 1<<i, 1<<(i+1), c)
 			}
 		}
-		b.Logf("%s: %d msgs in %v: %.0f msgs/s, %d fsyncs = %d batches (%.1f msgs each), fdatasync p50 %v; per batch: write %v, fdatasync %v, apply+answer %v; batch sizes (requests):%s",
+		b.Logf("%s: %d msgs in %v: %.0f msgs/s, %d fsyncs = %d batches (%.1f msgs each), fdatasync p50 %v; per batch: write %v, fdatasync %v, apply+answer %v, gathering the next %v; batch sizes (requests):%s",
 			name, n, el.Round(time.Millisecond), float64(n)/el.Seconds(), fsyncs, batches, float64(n)/float64(batches), lat,
-			wt/time.Duration(batches), st/time.Duration(batches), at/time.Duration(batches), h.String())
+			wt/time.Duration(batches), st/time.Duration(batches), at/time.Duration(batches), gt/time.Duration(batches), h.String())
 		if name == "cold" {
 			b.ReportMetric(float64(n)/el.Seconds(), "msgs/s")
 			b.ReportMetric(float64(fsyncs), "fsyncs")

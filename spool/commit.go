@@ -39,7 +39,11 @@ func (s *Spool) committer() {
 			continue
 		}
 		if s.commitBatch(reqs) > 0 {
+			t := time.Now()
 			s.gather()
+			s.stats.mu.Lock()
+			s.stats.gatherTime += time.Since(t)
+			s.stats.mu.Unlock()
 		}
 	}
 }

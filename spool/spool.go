@@ -72,9 +72,10 @@ type commitStats struct {
 	fsyncs  int
 	batches int
 	hist    [12]int // batch sizes in requests: 1, 2-3, 4-7, ... (powers of two)
-	// time spent, summed over batches: in write, in fdatasync, and in
-	// applying and answering (benchmarks report them)
-	writeTime, syncTime, applyTime time.Duration
+	// time spent, summed over batches: in write, in fdatasync, in
+	// applying and answering, and in gathering the next batch
+	// (benchmarks report them)
+	writeTime, syncTime, applyTime, gatherTime time.Duration
 }
 
 type opKind uint8
