@@ -89,13 +89,25 @@ func digits(s, alphabet string) (uint64, error) {
 	return v, nil
 }
 
-func index(alphabet string, c byte) int {
-	for i := 0; i < len(alphabet); i++ {
-		if alphabet[i] == c {
-			return i
-		}
+// digit52 maps a byte to its base52 value, or -1; base51's values are
+// the same but for the separator, which Check tests first.
+var digit52 = func() (t [256]int8) {
+	for i := range t {
+		t[i] = -1
 	}
-	return -1
+	for i := 0; i < len(base52); i++ {
+		t[base52[i]] = int8(i)
+	}
+	return t
+}()
+
+// index returns c's value in alphabet (base52 or base51), or -1.
+func index(alphabet string, c byte) int {
+	d := int(digit52[c])
+	if d >= len(alphabet) {
+		return -1 // 'z', which base51 lacks
+	}
+	return d
 }
 
 // Check reports whether id has the shape of an id New makes. Ids come

@@ -67,3 +67,13 @@ func FuzzCheck(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkCheck: every append to the spool checks its id.
+func BenchmarkCheck(b *testing.B) {
+	id := New(time.Now())
+	for b.Loop() {
+		if err := Check(id); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
