@@ -246,14 +246,17 @@ func (s *Spool) writeBatch(reqs []*request) int {
 	mark := min(frameHeader, g.size-off-int64(len(buf))) // none at the file's end
 	_, err := g.f.WriteAt(buf[:len(buf)+int(mark)], off)
 	t1 := time.Now()
-	if err == nil && !s.opt.noSync {
+	synced := err == nil && !s.opt.noSync
+	if synced {
 		err = g.f.Datasync()
 	}
 	t2 := time.Now()
 	n := s.complete(reqs, g, off, buf, err)
 	st := &s.stats
 	st.mu.Lock()
-	st.fsyncs++
+	if synced {
+		st.fsyncs++ // counted where it is called, so fsyncs = batches can fail
+	}
 	st.batches++
 	st.hist[min(bits.Len(uint(len(reqs)))-1, len(st.hist)-1)]++
 	st.writeTime += t1.Sub(t0)

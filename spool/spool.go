@@ -69,7 +69,7 @@ type graveEnt struct{ first, last uint32 }
 
 type commitStats struct {
 	mu      sync.Mutex
-	fsyncs  int
+	fsyncs  int // fdatasync calls made for batches
 	batches int
 	hist    [12]int // batch sizes in requests: 1, 2-3, 4-7, ... (powers of two)
 	// time spent, summed over batches: in write, in fdatasync, in
