@@ -306,10 +306,7 @@ func (m *Manager) deliver(ctx context.Context, cfg *config.Config, q *queue, lim
 	var size int64
 	switch dom.String("type") {
 	case "discard":
-		res.Rcpts = make([]vmta.RcptResult, len(group))
-		for i := range res.Rcpts {
-			res.Rcpts[i] = vmta.RcptResult{Reply: vmta.Reply{Code: 250, Enhanced: "2.0.0", Text: "discarded"}, Stage: vmta.StageDot, Synthesized: true}
-		}
+		res.Rcpts = discarded(len(group), vmta.StageDot)
 	default:
 		content, err := m.sp.Content(id)
 		if err != nil {
@@ -459,6 +456,17 @@ func vmtaBlock(cfg *config.Config, name string) *config.Block {
 		}
 	}
 	return nil
+}
+
+// discarded is what a domain of type discard answers for n recipients,
+// at the stage the transaction would have ended (DATA's dot, or RCPT for
+// a probe).
+func discarded(n int, stage string) []vmta.RcptResult {
+	rs := make([]vmta.RcptResult, n)
+	for i := range rs {
+		rs[i] = vmta.RcptResult{Reply: vmta.Reply{Code: 250, Enhanced: "2.0.0", Text: "discarded"}, Stage: stage, Synthesized: true}
+	}
+	return rs
 }
 
 // deferAll defers every recipient of the group with one local reason.

@@ -104,10 +104,7 @@ func (m *Manager) probe(ctx context.Context, cfg *config.Config, env *spool.Mess
 	case "discard":
 		// What a delivery would do: discard it, which Postfix reports as
 		// deliverable ("delivery via discard").
-		res.Rcpts = make([]vmta.RcptResult, len(group))
-		for i := range res.Rcpts {
-			res.Rcpts[i] = vmta.RcptResult{Reply: vmta.Reply{Code: 250, Enhanced: "2.0.0", Text: "discarded"}, Stage: vmta.StageRcpt, Synthesized: true}
-		}
+		res.Rcpts = discarded(len(group), vmta.StageRcpt)
 	default:
 		// The recipient rates a delivery would spend; no content, no volume.
 		if err := m.waitSend(ctx, lim, 0, len(group)); err != nil {
