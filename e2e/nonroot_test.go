@@ -25,13 +25,8 @@ func TestNonRootCaller(t *testing.T) {
 	}
 	sink := smtpsink.Start(t, smtpsink.Options{})
 	d := sluicetest.Start(t, sluicetest.Options{Config: routes(sink.Port(), "")})
-	// nobody must reach the control socket: open the test's directories
-	// (t.TempDir makes them 0700) for traversal only.
-	for dir := filepath.Dir(d.ControlSocket()); dir != "/" && dir != os.TempDir(); dir = filepath.Dir(dir) {
-		if err := os.Chmod(dir, 0o711); err != nil {
-			t.Fatal(err)
-		}
-	}
+	// nobody must reach the control socket.
+	openForTraversal(t, filepath.Dir(d.ControlSocket()))
 	// A copy of the binary nobody can execute wherever the repository is.
 	bin := filepath.Join(t.TempDir(), "sendmail")
 	copyFile(t, binPath(t, "sendmail"), bin, 0o755)
@@ -70,6 +65,18 @@ func TestNonRootCaller(t *testing.T) {
 	}
 	if out, code := asNobody("", "postsuper", "-d", "ALL"); code != 77 {
 		t.Errorf("postsuper as nobody: exit %d, want 77 (not permitted): %s", code, out)
+	}
+}
+
+// openForTraversal opens dir and its parents up to the temporary
+// directory (t.TempDir makes them 0700) for traversal only, so that
+// another user can reach what lies inside.
+func openForTraversal(t *testing.T, dir string) {
+	t.Helper()
+	for ; dir != "/" && dir != os.TempDir(); dir = filepath.Dir(dir) {
+		if err := os.Chmod(dir, 0o711); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

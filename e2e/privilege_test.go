@@ -32,9 +32,7 @@ func TestPrivilegeDrop(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for p := dir; p != "/" && p != os.TempDir(); p = filepath.Dir(p) {
-		os.Chmod(p, 0o711)
-	}
+	openForTraversal(t, dir)
 	port := testutil.FreePort(t)
 	conf := filepath.Join(dir, "sluice.conf")
 	text := fmt.Sprintf(`host-name priv.test

@@ -164,15 +164,7 @@ func TestMailqAndPostsuper(t *testing.T) {
 // at start and delivers it.
 func TestSubmissionWhileDaemonDown(t *testing.T) {
 	sink := smtpsink.Start(t, smtpsink.Options{})
-	maildrop := filepath.Join(t.TempDir(), "maildrop")
-	if err := os.Mkdir(maildrop, 0o1730); err != nil {
-		t.Fatal(err)
-	}
-	d := sluicetest.Start(t, sluicetest.Options{Config: routes(sink.Port(), "maildrop "+maildrop)})
-	if err := d.Stop(); err != nil {
-		t.Fatal(err)
-	}
-	env := []string{"SLUICE_POSTDROP=" + binPath(t, "sluice-postdrop"), "SLUICE_MAILDROP=" + maildrop}
+	d, maildrop, env := stoppedWithMaildrop(t, sink)
 	out, code := run(t, d, "To: down@rcpt.test\nSubject: while down\n\nqueued in the maildrop\n", env, "sendmail", "-t", "-i")
 	if code != 0 {
 		t.Fatalf("sendmail with the daemon down: exit %d: %s", code, out)
@@ -192,6 +184,22 @@ func TestSubmissionWhileDaemonDown(t *testing.T) {
 	if ents, _ := os.ReadDir(maildrop); len(ents) != 0 {
 		t.Errorf("maildrop file not removed after pickup")
 	}
+}
+
+// stoppedWithMaildrop starts a daemon relaying to sink with a maildrop
+// directory, then stops it: submissions go to the maildrop through
+// sluice-postdrop (the environment returned) until d.Restart().
+func stoppedWithMaildrop(t *testing.T, sink *smtpsink.Sink) (d *sluicetest.Daemon, maildrop string, env []string) {
+	t.Helper()
+	maildrop = filepath.Join(t.TempDir(), "maildrop")
+	if err := os.Mkdir(maildrop, 0o1730); err != nil {
+		t.Fatal(err)
+	}
+	d = sluicetest.Start(t, sluicetest.Options{Config: routes(sink.Port(), "maildrop "+maildrop)})
+	if err := d.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	return d, maildrop, []string{"SLUICE_POSTDROP=" + binPath(t, "sluice-postdrop"), "SLUICE_MAILDROP=" + maildrop}
 }
 
 // TestSendmailBS: `sendmail -bs` speaks SMTP on stdin/stdout and the

@@ -3,8 +3,6 @@ package e2e
 import (
 	"bytes"
 	"fmt"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync/atomic"
@@ -242,15 +240,7 @@ func TestVerifySurvivesRestart(t *testing.T) {
 // up at start, probes and reports.
 func TestVerifyWhileDaemonDown(t *testing.T) {
 	sink := smtpsink.Start(t, smtpsink.Options{})
-	maildrop := filepath.Join(t.TempDir(), "maildrop")
-	if err := os.Mkdir(maildrop, 0o1730); err != nil {
-		t.Fatal(err)
-	}
-	d := sluicetest.Start(t, sluicetest.Options{Config: routes(sink.Port(), "maildrop "+maildrop)})
-	if err := d.Stop(); err != nil {
-		t.Fatal(err)
-	}
-	env := []string{"SLUICE_POSTDROP=" + binPath(t, "sluice-postdrop"), "SLUICE_MAILDROP=" + maildrop}
+	d, _, env := stoppedWithMaildrop(t, sink)
 	if out, code := run(t, d, "", env, "sendmail", "-bv", "-f", "me@sender.test", "down@rcpt.test"); code != 0 {
 		t.Fatalf("sendmail -bv with the daemon down: exit %d: %s", code, out)
 	}
