@@ -189,9 +189,9 @@ func (s *Spool) more(g *segment, p, end int64) bool {
 	return !allZero(b)
 }
 
-// openOld opens and maps an existing segment. A file without a valid header
-// (a spare made but never used, or a crash while creating one) holds no
-// record and is removed.
+// openOld opens and maps an existing segment. A file whose header is all
+// zeroes was never activated and holds no record: a spare of the segment
+// size is kept as one (keepSpare), any other is removed.
 func (s *Spool) openOld(fileNo uint32) (*segment, segHeader, error) {
 	seq := fileNo
 	path := s.dir + "/" + segName(fileNo)
@@ -208,17 +208,18 @@ func (s *Spool) openOld(fileNo uint32) (*segment, segHeader, error) {
 	if rerr == nil && (h.seq == 0 || h.seq >= 1<<32-1) {
 		rerr = fmt.Errorf("header has sequence number %d", h.seq)
 	}
-	if rerr != nil {
+	if rerr != nil && !allZero(hb) {
 		f.Close()
-		if allZero(hb) {
-			// never used: nothing in it was ever acknowledged
-			s.fs.Remove(path)
-			return nil, h, nil
-		}
 		s.logf("spool: segment file %s: bad header (%v); left in place, not read", path, rerr)
 		return nil, h, nil
 	}
 	size, err := fileSize(f)
+	if err == nil && rerr != nil && size != s.opt.SegmentSize {
+		// never used, and not of the size segments have now
+		f.Close()
+		s.fs.Remove(path)
+		return nil, h, nil
+	}
 	if err != nil {
 		f.Close()
 		return nil, h, fmt.Errorf("spool: size of segment %d: %w", seq, err)
@@ -227,6 +228,10 @@ func (s *Spool) openOld(fileNo uint32) (*segment, segHeader, error) {
 	if err != nil {
 		f.Close()
 		return nil, h, fmt.Errorf("spool: map segment %d: %w", seq, err)
+	}
+	if rerr != nil {
+		s.keepSpare(&segment{path: path, f: f, data: data, size: size, end: headerSize})
+		return nil, h, nil
 	}
 	return &segment{seq: uint32(h.seq), path: path, f: f, data: data, size: size, end: headerSize, sealed: true, salt: h.salt}, h, nil
 }

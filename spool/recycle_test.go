@@ -134,3 +134,48 @@ func TestRecycledSegmentsOSFS(t *testing.T) {
 		}
 	}
 }
+
+// TestSparesKeptAcrossRestart: the spare and the reused files readied by
+// one run are what the next Open starts from. Its first segment is one
+// of them, no file is made for it, and none of them is thrown away.
+func TestSparesKeptAcrossRestart(t *testing.T) {
+	const seg = 64 << 10
+	fs := newMemFS(12)
+	s := openMem(t, fs, seg)
+	deliverAll(t, s, submitN(t, s, 60, 1, 3000))
+	waitReused(t, s, 2)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	spares := map[string]bool{}
+	fs.mu.Lock()
+	for name, f := range fs.files {
+		if strings.HasSuffix(name, segSuffix) && allZero(f.data[:headerSize]) {
+			spares[name] = true
+		}
+	}
+	files := len(fs.files)
+	fs.mu.Unlock()
+	if len(spares) < 2 {
+		t.Fatalf("%d spare files after Close, want the spare and the reused ones", len(spares))
+	}
+
+	s, err := Open("/spool", Options{SegmentSize: seg, FS: fs, Reserve: 1, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if !spares[s.active.path] {
+		t.Errorf("first segment %s is not one of the spares %v", s.active.path, spares)
+	}
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if len(fs.files) != files {
+		t.Errorf("%d files after Open, %d before: Open made or removed files", len(fs.files), files)
+	}
+	for name := range spares {
+		if fs.files[name] == nil {
+			t.Errorf("spare %s removed at start", name)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package spool
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"os"
@@ -131,15 +132,38 @@ func (s *Spool) releaseSegment(g *segment) {
 	}
 }
 
-// dropFile unmaps and closes a segment's file and deletes it, unless it
-// is still a live segment's (Close).
+// dropFile unmaps and closes a segment's file and deletes it.
 func (s *Spool) dropFile(g *segment) {
+	closeFile(g)
+	s.fs.Remove(g.path)
+}
+
+// closeFile unmaps and closes a segment's file.
+func closeFile(g *segment) error {
+	var err error
 	if g.data != nil {
-		g.f.Unmap(g.data)
+		err = g.f.Unmap(g.data)
 		g.data = nil
 	}
-	g.f.Close()
-	s.fs.Remove(g.path)
+	return errors.Join(err, g.f.Close())
+}
+
+// keepSpare takes a file found at start with an all-zero header (a spare
+// made ahead of need, or a reused file readied, by an earlier run) as the
+// spare or into the pool of reused files, as the preparer would have left
+// it; beyond those, it is removed. Its old frames, if any, stay hidden by
+// the salt of its next life (FORMAT.md).
+func (s *Spool) keepSpare(g *segment) {
+	s.spareMu.Lock()
+	defer s.spareMu.Unlock()
+	switch {
+	case s.spare == nil:
+		s.spare = g
+	case len(s.recycled) < maxRecycled:
+		s.recycled = append(s.recycled, g)
+	default:
+		s.dropFile(g)
+	}
 }
 
 // maxRecycled bounds the files of removed segments kept for reuse.
@@ -149,8 +173,8 @@ const maxRecycled = 4
 // that a busy spool writes its data once instead of zero-filling every new
 // segment first. Header and trailer are zeroed and made durable before
 // the file is renamed back among the segments: until then it is a ".free"
-// file, deleted at start, and after it a never-activated spare, deleted
-// at start too. Its old frames stay; the salt of its next life rejects
+// file, deleted at start, and after it a never-activated spare, which a
+// restart keeps as one (keepSpare). Its old frames stay; the salt of its next life rejects
 // them, and each batch's zero end mark hides them.
 func (s *Spool) recycle(g *segment) {
 	s.spareMu.Lock()

@@ -228,38 +228,32 @@ func (s *Spool) Close() error {
 	s.wg.Wait()
 	s.mu.Lock()
 	var errs []error
-	for _, g := range s.segs {
-		if g.data != nil {
-			if err := g.f.Unmap(g.data); err != nil {
-				errs = append(errs, err)
-			}
-			g.data = nil
-		}
-		if err := g.f.Close(); err != nil {
-			errs = append(errs, err)
-		}
-	}
+	// Files made ahead of need (the spare, reused files readied) stay for
+	// the next Open (keepSpare); those removed but not yet readied are
+	// deleted, as Open would.
 	s.spareMu.Lock()
 	defer s.spareMu.Unlock()
-	// Files made ahead of need are not kept: a spool opened later
-	// removes a never-activated segment anyway.
-	if s.spare != nil {
-		s.recycled = append(s.recycled, s.spare)
-		s.spare = nil
+	files := append(s.recycled, s.spare)
+	for _, g := range s.segs {
+		files = append(files, g)
 	}
+	for _, g := range files {
+		if g != nil {
+			if err := closeFile(g); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	s.spare, s.recycled = nil, nil
 	for {
 		select {
 		case g := <-s.recycleCh:
-			s.recycled = append(s.recycled, g)
+			s.dropFile(g)
 			continue
 		default:
 		}
 		break
 	}
-	for _, g := range s.recycled {
-		s.dropFile(g)
-	}
-	s.recycled = nil
 	s.mu.Unlock()
 	if err := s.lock.Close(); err != nil {
 		errs = append(errs, err)
