@@ -80,7 +80,7 @@ func (b *localBackend) Submit(ctx context.Context, m *compat.Submission) (string
 		Sender:     f.Sender,
 		Ret:        m.DSNRet,
 		EnvID:      m.EnvID,
-		SMTPUTF8:   strings.EqualFold(m.SMTPUTF8, "yes"),
+		SMTPUTF8:   wantSMTPUTF8(m.SMTPUTF8, m.Sender, m.Rcpts),
 		Body:       m.Body,
 		Recipients: f.Recipients,
 		Content:    f.Content,
@@ -210,4 +210,25 @@ func notFound(err error) error {
 func (b *localBackend) ServeLocalSMTP(ctx context.Context, conn net.Conn, uid uint32, login string) error {
 	b.d.smtp.ServeLocal(conn)
 	return nil
+}
+
+// wantSMTPUTF8 decides whether a local submission (sendmail, a pickup
+// file) needs SMTPUTF8: as asked with -O smtputf8=yes|no, else when an
+// envelope address is not ASCII, as Postfix detects it for the classes
+// sendmail and verify (smtputf8_autodetect_classes).
+func wantSMTPUTF8(opt, sender string, rcpts []string) bool {
+	switch strings.ToLower(opt) {
+	case "yes":
+		return true
+	case "no":
+		return false
+	}
+	for _, a := range append([]string{sender}, rcpts...) {
+		for i := 0; i < len(a); i++ {
+			if a[i] >= 0x80 {
+				return true
+			}
+		}
+	}
+	return false
 }

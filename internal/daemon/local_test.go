@@ -74,3 +74,22 @@ func sluiceAcct(path string) (int, error) {
 	}
 	return n, nil
 }
+
+func TestWantSMTPUTF8(t *testing.T) {
+	for _, tc := range []struct {
+		opt, sender string
+		rcpts       []string
+		want        bool
+	}{
+		{"", "a@b.example", []string{"c@d.example"}, false},
+		{"", "a@b.example", []string{"jürgen@d.example"}, true},
+		{"", "ñ@b.example", []string{"c@d.example"}, true},
+		{"yes", "a@b.example", []string{"c@d.example"}, true},
+		{"YES", "a@b.example", nil, true},
+		{"no", "a@b.example", []string{"jürgen@d.example"}, false},
+	} {
+		if got := wantSMTPUTF8(tc.opt, tc.sender, tc.rcpts); got != tc.want {
+			t.Errorf("wantSMTPUTF8(%q, %q, %q) = %v, want %v", tc.opt, tc.sender, tc.rcpts, got, tc.want)
+		}
+	}
+}

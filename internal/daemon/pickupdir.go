@@ -58,20 +58,5 @@ func (d *Daemon) submitPickup(ctx context.Context, sender string, rcpts []string
 		Rcpts:   rcpts,
 		Content: compat.CompletePickupHeaders(content, id, host, now),
 	}
-	for _, a := range append([]string{sender}, rcpts...) {
-		if !isASCII(a) {
-			m.SMTPUTF8 = "yes"
-			break
-		}
-	}
-	return (&localBackend{d: d}).Submit(ctx, m)
-}
-
-func isASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] >= 0x80 {
-			return false
-		}
-	}
-	return true
+	return (&localBackend{d: d}).Submit(ctx, m) // SMTPUTF8 as for sendmail: wantSMTPUTF8
 }
