@@ -473,3 +473,103 @@ func buildMillion(b *testing.B, dir string, n int) {
 	b.Logf("built %d messages, %d recipients, %d segments in %v; anon RSS %d MiB", st.Messages, st.Recipients, st.Segments, time.Since(buildStart).Round(time.Millisecond), settledRSS()>>20)
 	s.Close()
 }
+
+// BenchmarkCompactionStall is one writer appending 2 KiB messages while
+// three mostly finished segments (two full ones of 64 MiB) are compacted:
+// 45% of each is live and carried forward: its append latency against the same writer's with
+// no compaction running, both in one run. Recovery is held with its gate
+// for the baseline: compaction starts when recovery ends.
+func BenchmarkCompactionStall(b *testing.B) {
+	dir := b.TempDir()
+	content := make([]byte, 2048)
+	s, err := Open(dir, Options{noSync: true, noCompact: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	<-s.Recovered()
+	// Enough for two sealed segments and part of a third.
+	const n = 70000
+	var batch Batch
+	var ids []string
+	for i := 0; i < n; i++ {
+		m := benchMsg(content, 1, i%1000)
+		ids = append(ids, m.ID)
+		batch.Submit(m, false)
+		if batch.Len() == 256 || i == n-1 {
+			if err := s.Commit(&batch); err != nil {
+				b.Fatal(err)
+			}
+			batch.Reset()
+		}
+	}
+	for i, id := range ids {
+		if i%20 < 11 {
+			batch.Delivered(id, 0, "250 ok")
+		}
+		if batch.Len() == 1000 || i == n-1 {
+			if err := s.Commit(&batch); err != nil {
+				b.Fatal(err)
+			}
+			batch.Reset()
+		}
+	}
+	if err := s.Close(); err != nil {
+		b.Fatal(err)
+	}
+
+	gate := make(chan struct{})
+	s, err = Open(dir, Options{recoverGate: gate})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	s.mu.Lock()
+	firstNew := s.active.seq // the segments before it are the old ones
+	s.mu.Unlock()
+	old := func() int {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		k := 0
+		for seq := range s.segs {
+			if seq < firstNew {
+				k++
+			}
+		}
+		return k
+	}
+	appendFor := func(done func(int) bool) []time.Duration {
+		var ds []time.Duration
+		for i := 0; !done(i); i++ {
+			m := benchMsg(content, 1, i%1000)
+			t := time.Now()
+			if err := s.Submit(m); err != nil {
+				b.Fatal(err)
+			}
+			ds = append(ds, time.Since(t))
+		}
+		return ds
+	}
+	b.ResetTimer()
+	base := appendFor(func(i int) bool { return i == 2000 })
+	close(gate)
+	<-s.Recovered()
+	start := time.Now()
+	during := appendFor(func(int) bool {
+		// Done once every old segment is compacted away.
+		return old() == 0 || time.Since(start) > time.Minute
+	})
+	took := time.Since(start)
+	b.StopTimer()
+	if k := old(); k > 0 {
+		b.Fatalf("compaction did not finish in a minute: %d old segments left", k)
+	}
+	pct := func(ds []time.Duration, p int) time.Duration {
+		sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+		return ds[(len(ds)-1)*p/100]
+	}
+	b.ReportMetric(float64(pct(during, 50))/float64(pct(base, 50)), "p50-ratio")
+	b.ReportMetric(float64(pct(during, 100).Microseconds()), "max-µs")
+	b.ReportMetric(took.Seconds(), "compaction-s")
+	b.Logf("one writer, no compaction: %d appends, p50 %v p99 %v max %v", len(base), pct(base, 50), pct(base, 99), pct(base, 100))
+	b.Logf("one writer, while 3 segments are compacted (%.1fs): %d appends, p50 %v p99 %v max %v", took.Seconds(), len(during), pct(during, 50), pct(during, 99), pct(during, 100))
+}
