@@ -146,20 +146,32 @@ func (s *Spool) fsAvail() int64 {
 func (s *Spool) commitBatch(reqs []*request) int {
 	// Compaction output is encoded first, from an index that reflects
 	// every earlier record, so its snapshots are exact.
-	sortBuilds(reqs)
+	nb := sortBuilds(reqs)
+	// What the committer builds (compaction) may add as many bytes as the
+	// callers' appends it rides with, or compactChunk: enough to keep up
+	// with the garbage those appends make, and no more than doubles what
+	// the callers wait for.
+	limit := compactChunk
+	for _, r := range reqs[nb:] {
+		limit += len(r.buf)
+	}
+	limit = min(max(compactChunk, limit-compactChunk), int(s.opt.SegmentSize/4))
 	free := s.avail()
 	todo := reqs[:0:0]
 	var size int64
 	for _, r := range reqs {
 		if r.build != nil {
 			s.mu.Lock()
-			b, err := r.build(s, r.buf[:0])
+			b, err := r.build(s, r.buf[:0], limit)
 			s.mu.Unlock()
 			if err != nil {
 				r.done <- err
 				continue
 			}
 			r.buf = b
+			s.stats.mu.Lock()
+			s.stats.builds++
+			s.stats.mu.Unlock()
 		}
 		n := int64(len(r.buf))
 		if !r.reserve && free-size-n < s.opt.Reserve {
@@ -208,8 +220,9 @@ func (s *Spool) commitBatch(reqs []*request) int {
 	return answered
 }
 
-// sortBuilds moves the requests built by the committer to the front.
-func sortBuilds(reqs []*request) {
+// sortBuilds moves the requests built by the committer to the front and
+// returns how many there are.
+func sortBuilds(reqs []*request) int {
 	k := 0
 	for i, r := range reqs {
 		if r.build != nil {
@@ -217,6 +230,7 @@ func sortBuilds(reqs []*request) {
 			k++
 		}
 	}
+	return k
 }
 
 // writeBatch writes reqs at the end of the active segment, makes them

@@ -15,6 +15,10 @@ import (
 // encoded by the committer at the head of a batch, from an index that
 // reflects every earlier record, so nothing is resurrected or lost.
 
+// compactChunk is about how much compaction carries forward in a batch
+// of its own, or with little else (commitBatch).
+var compactChunk = 64 << 10
+
 // maybeCompact queues g for compaction when it is mostly dead. Called with
 // s.mu held.
 func (s *Spool) maybeCompact(g *segment) {
@@ -119,11 +123,14 @@ func (s *Spool) compact(seq uint32) error {
 	if err != nil {
 		return err
 	}
-	// Carry forward in chunks that each fit a batch.
-	limit := int(s.opt.SegmentSize / 4)
+	// Carry forward in small chunks, one at a time. Each rides in a batch
+	// with the client appends of the moment, which wait for its bytes to
+	// reach the disk, and it is encoded under the index lock: a chunk of
+	// megabytes stalled appends and lookups for tens of milliseconds.
+	var buf []byte
 	for len(ids) > 0 {
 		var consumed int
-		r := &request{reserve: true, build: func(s *Spool, b []byte) ([]byte, error) {
+		r := &request{buf: buf, reserve: true, build: func(s *Spool, b []byte, limit int) ([]byte, error) {
 			consumed = 0
 			for _, id := range ids {
 				if len(b) >= limit {
@@ -141,6 +148,7 @@ func (s *Spool) compact(seq uint32) error {
 			return fmt.Errorf("spool: compact segment %d: %w", seq, err)
 		}
 		ids = ids[consumed:]
+		buf = r.buf[:0] // written out: the next chunk reuses it
 	}
 	return s.removeSegment(g)
 }

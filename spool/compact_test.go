@@ -194,3 +194,97 @@ func TestSegmentsFinishedDuringRecovery(t *testing.T) {
 	<-s.Recovered()
 	waitReused(t, s, 1)
 }
+
+// TestCompactionInChunks: a segment whose live part is several compaction
+// chunks is carried forward chunk by chunk while a writer keeps appending.
+// Every carried message keeps its content and state, across a restart, and
+// so does every message the writer appended meanwhile.
+func TestCompactionInChunks(t *testing.T) {
+	const seg = 1 << 20 // a chunk is a quarter segment at most: 256 KiB
+	fs := newMemFS(13)
+	s := openMem(t, fs, seg)
+	segA := s.newestSeg()
+	ms := submitN(t, s, 300, 2, 3000) // about 900 KB: A and the next
+	var carried []*Message
+	next := testEpoch.Add(3 * time.Hour)
+	var b Batch
+	for i, m := range ms {
+		if i%5 < 3 {
+			b.Delivered(m.ID, 0, "250 ok")
+			b.Delivered(m.ID, 1, "250 ok")
+			continue
+		}
+		b.Delivered(m.ID, 0, "250 ok")
+		b.Deferred(m.ID, 1, next, "451 4.3.0 try later")
+		carried = append(carried, m)
+	}
+	s.stats.mu.Lock()
+	builds := s.stats.builds
+	s.stats.mu.Unlock()
+
+	stop := make(chan struct{})
+	done := make(chan []*Message)
+	go func() {
+		var out []*Message
+		for {
+			select {
+			case <-stop:
+				done <- out
+				return
+			default:
+			}
+			m := testMsg(1, 1000)
+			if err := s.Submit(m); err != nil {
+				t.Error(err)
+				done <- out
+				return
+			}
+			out = append(out, m)
+		}
+	}()
+	if err := s.Commit(&b); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, s, segA)
+	close(stop)
+	appended := <-done
+	s.stats.mu.Lock()
+	builds = s.stats.builds - builds
+	s.stats.mu.Unlock()
+	if builds < 2 {
+		t.Fatalf("segment A was carried forward in %d chunks, want several", builds)
+	}
+	check := func(s *Spool) {
+		t.Helper()
+		for _, m := range carried {
+			_, st, err := s.Envelope(m.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st[0].Status != Delivered || st[1].Status != Deferred || !st[1].Next.Equal(next) || st[1].Reason != "451 4.3.0 try later" {
+				t.Fatalf("%s: state after compaction: %+v", m.ID, st)
+			}
+			if got := mustContent(t, s, m.ID); string(got) != string(m.Content) {
+				t.Fatalf("%s: content differs after compaction", m.ID)
+			}
+		}
+		for _, m := range appended {
+			if got := mustContent(t, s, m.ID); string(got) != string(m.Content) {
+				t.Fatalf("%s: appended during compaction, content differs", m.ID)
+			}
+		}
+		for i, m := range ms {
+			if i%5 < 3 {
+				if _, _, err := s.Envelope(m.ID); !errors.Is(err, ErrNotFound) {
+					t.Fatalf("%s: finished, but Envelope says %v", m.ID, err)
+				}
+			}
+		}
+	}
+	check(s)
+	s.Close()
+	s = openMem(t, fs, seg)
+	defer s.Close()
+	check(s)
+	t.Logf("%d carried in %d chunks; %d appended meanwhile", len(carried), builds, len(appended))
+}

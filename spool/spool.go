@@ -71,6 +71,7 @@ type commitStats struct {
 	mu      sync.Mutex
 	fsyncs  int // fdatasync calls made for batches
 	batches int
+	builds  int     // requests the committer built (compaction chunks)
 	hist    [12]int // batch sizes in requests: 1, 2-3, 4-7, ... (powers of two)
 	// time spent, summed over batches: in write, in fdatasync, in
 	// applying and answering, and in gathering the next batch
@@ -99,9 +100,9 @@ type op struct {
 
 type request struct {
 	buf     []byte
-	pooled  bool                                     // buf came from getBuf; the committer returns it
-	reserve bool                                     // may use the reserve
-	build   func(s *Spool, b []byte) ([]byte, error) // encoded by the committer (compaction)
+	pooled  bool                                                // buf came from getBuf; the committer returns it
+	reserve bool                                                // may use the reserve
+	build   func(s *Spool, b []byte, limit int) ([]byte, error) // encoded by the committer (compaction), about limit bytes
 	done    chan error
 }
 
