@@ -579,3 +579,43 @@ func BenchmarkCompactionStall(b *testing.B) {
 	b.Logf("one writer, no compaction: %d appends, p50 %v p99 %v max %v", len(base), pct(base, 50), pct(base, 99), pct(base, 100))
 	b.Logf("one writer, while 3 segments are compacted (%.1fs): %d appends, p50 %v p99 %v max %v", took.Seconds(), len(during), pct(during, 50), pct(during, 99), pct(during, 100))
 }
+
+// BenchmarkAppendDuringRoll is one writer appending 256 KiB messages to a
+// new spool, so that a segment fills every 256 appends and the next one
+// is made (zero-filled) beside the writer: its append latency.
+func BenchmarkAppendDuringRoll(b *testing.B) {
+	dir := b.TempDir()
+	s, err := Open(dir, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	<-s.Recovered()
+	content := make([]byte, 256<<10)
+	const n = 2000
+	msgs := make([]*Message, n)
+	for i := range msgs {
+		msgs[i] = benchMsg(content, 1, i%1000)
+	}
+	ds := make([]time.Duration, n)
+	b.ResetTimer()
+	for i, m := range msgs {
+		t := time.Now()
+		if err := s.Submit(m); err != nil {
+			b.Fatal(err)
+		}
+		ds[i] = time.Since(t)
+	}
+	b.StopTimer()
+	slow := 0
+	for _, d := range ds {
+		if d > 10*time.Millisecond {
+			slow++
+		}
+	}
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	b.ReportMetric(float64(ds[n/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(ds[n-1].Microseconds()), "max-µs")
+	b.ReportMetric(float64(slow), "over-10ms")
+	b.Logf("one writer, 256 KiB appends, new segments made meanwhile: p50 %v p99 %v max %v; %d of %d over 10 ms", ds[n/2], ds[n*99/100], ds[n-1], slow, n)
+}
