@@ -147,15 +147,16 @@ func (s *Spool) commitBatch(reqs []*request) int {
 	// Compaction output is encoded first, from an index that reflects
 	// every earlier record, so its snapshots are exact.
 	nb := sortBuilds(reqs)
-	// What the committer builds (compaction) may add as many bytes as the
-	// callers' appends it rides with, or compactChunk: enough to keep up
-	// with the garbage those appends make, and no more than doubles what
-	// the callers wait for.
-	limit := compactChunk
+	// What the committer builds (compaction) may be as big as the callers'
+	// appends it rides with, or compactChunk if they are fewer: compaction
+	// keeps pace with the garbage callers make, and they never wait for
+	// much more than twice their own bytes. A quarter segment at most, so
+	// that it fits.
+	callers := 0
 	for _, r := range reqs[nb:] {
-		limit += len(r.buf)
+		callers += len(r.buf)
 	}
-	limit = min(max(compactChunk, limit-compactChunk), int(s.opt.SegmentSize/4))
+	limit := min(max(compactChunk, callers), int(s.opt.SegmentSize/4))
 	free := s.avail()
 	todo := reqs[:0:0]
 	var size int64
