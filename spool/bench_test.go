@@ -70,6 +70,18 @@ func median(ds []time.Duration) time.Duration {
 	return ds[len(ds)/2]
 }
 
+// openBench opens a durable spool in dir, closed when the benchmark ends,
+// and waits for its recovery.
+func openBench(b *testing.B, dir string) *Spool {
+	s, err := Open(dir, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	<-s.Recovered()
+	return s
+}
+
 func benchMsg(content []byte, nrcpt int, domain int) *Message {
 	m := &Message{ID: qid.New(time.Now()), Arrival: time.Now(), Sender: "bulk@sender.example", VMTA: "pool1", Content: content}
 	for i := 0; i < nrcpt; i++ {
@@ -87,12 +99,7 @@ func benchMsg(content []byte, nrcpt int, domain int) *Message {
 func BenchmarkAppend64(b *testing.B) {
 	dir := b.TempDir()
 	lat := fdatasyncLatency(b, dir, 300)
-	s, err := Open(dir, Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	<-s.Recovered()
+	s := openBench(b, dir)
 	content := make([]byte, 2048)
 	for i := range content {
 		content[i] = 'a' + byte(i%26)
@@ -192,12 +199,7 @@ func deliverBench(b *testing.B, s *Spool, ms []*Message) {
 // that both see the same disk (a shared VM's disk varies by the second).
 func BenchmarkAppendLatency(b *testing.B) {
 	dir := b.TempDir()
-	s, err := Open(dir, Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	<-s.Recovered()
+	s := openBench(b, dir)
 	content := make([]byte, 2048)
 	const n = 1000
 	probe := syncProbe(b, dir, n)
@@ -585,12 +587,7 @@ func BenchmarkCompactionStall(b *testing.B) {
 // is made (zero-filled) beside the writer: its append latency.
 func BenchmarkAppendDuringRoll(b *testing.B) {
 	dir := b.TempDir()
-	s, err := Open(dir, Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	<-s.Recovered()
+	s := openBench(b, dir)
 	content := make([]byte, 256<<10)
 	const n = 2000
 	msgs := make([]*Message, n)
