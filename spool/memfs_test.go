@@ -132,14 +132,12 @@ func (m *memFS) Remove(name string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.tick()
-	f, ok := m.files[name]
+	_, ok := m.files[name]
 	if !ok {
 		return &os.PathError{Op: "remove", Path: name, Err: os.ErrNotExist}
 	}
 	delete(m.files, name)
-	if m.durable[name] != f {
-		m.used -= int64(len(f.data))
-	}
+	m.recount()
 	return nil
 }
 
@@ -151,12 +149,38 @@ func (m *memFS) Rename(oldpath, newpath string) error {
 	if !ok {
 		return &os.PathError{Op: "rename", Path: oldpath, Err: os.ErrNotExist}
 	}
-	if old, ok := m.files[newpath]; ok && m.durable[newpath] != old {
-		m.used -= int64(len(old.data))
-	}
 	delete(m.files, oldpath)
 	m.files[newpath] = f
+	m.recount()
 	return nil
+}
+
+// recount sets used to the data of every file a power cut could leave:
+// those in the live namespace and those in the durable one, each once
+// (a renamed file is in both, under two names). Called with mu held.
+func (m *memFS) recount() {
+	seen := make(map[*memFile]bool, len(m.files))
+	m.used = 0
+	for _, ns := range []map[string]*memFile{m.files, m.durable} {
+		for _, f := range ns {
+			if !seen[f] {
+				seen[f] = true
+				m.used += int64(len(f.data))
+			}
+		}
+	}
+}
+
+// spareFiles lists the segment files whose header is all zeroes: spares
+// and readied reused files, never activated. Called with mu held.
+func (m *memFS) spareFiles() []string {
+	var out []string
+	for name, f := range m.files {
+		if strings.HasSuffix(name, segSuffix) && allZero(f.data[:headerSize]) {
+			out = append(out, name)
+		}
+	}
+	return out
 }
 
 func (m *memFS) ReadDir(dir string) ([]string, error) {
@@ -176,15 +200,11 @@ func (m *memFS) SyncDir(dir string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.tick()
-	for name, f := range m.durable {
-		if m.files[name] != f {
-			m.used -= int64(len(f.data))
-		}
-	}
 	m.durable = make(map[string]*memFile, len(m.files))
 	for name, f := range m.files {
 		m.durable[name] = f
 	}
+	m.recount()
 	return nil
 }
 

@@ -449,13 +449,11 @@ func TestOpenOnFullDisk(t *testing.T) {
 	fs.mu.Lock()
 	// No spare kept from the run before either (keepSpare): the disk
 	// filled while the spool was stopped and its spare went.
-	for name, f := range fs.files {
-		if strings.HasSuffix(name, segSuffix) && allZero(f.data[:headerSize]) {
-			delete(fs.files, name)
-			delete(fs.durable, name)
-			fs.used -= int64(len(f.data))
-		}
+	for _, name := range fs.spareFiles() {
+		delete(fs.files, name)
+		delete(fs.durable, name)
 	}
+	fs.recount()
 	fs.capacity = fs.used + seg/2
 	fs.mu.Unlock()
 	s, err := Open("/spool", Options{SegmentSize: seg, FS: fs, Reserve: 1, Logf: t.Logf})

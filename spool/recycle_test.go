@@ -149,10 +149,8 @@ func TestSparesKeptAcrossRestart(t *testing.T) {
 	}
 	spares := map[string]bool{}
 	fs.mu.Lock()
-	for name, f := range fs.files {
-		if strings.HasSuffix(name, segSuffix) && allZero(f.data[:headerSize]) {
-			spares[name] = true
-		}
+	for _, name := range fs.spareFiles() {
+		spares[name] = true
 	}
 	files := len(fs.files)
 	fs.mu.Unlock()
