@@ -27,6 +27,23 @@ func waitReused(t testing.TB, s *Spool, n int) {
 	}
 }
 
+// checkReused checks a spool reopened after reuse: the finished messages
+// whose segments' files were reused stay gone, and the messages written
+// into those files read back whole.
+func checkReused(t *testing.T, s *Spool, finished, fresh []*Message) {
+	t.Helper()
+	for _, m := range finished {
+		if _, _, err := s.Envelope(m.ID); err == nil {
+			t.Fatalf("finished message %s came back", m.ID)
+		}
+	}
+	for _, m := range fresh {
+		if got := mustContent(t, s, m.ID); string(got) != string(m.Content) {
+			t.Fatalf("message %s: content differs", m.ID)
+		}
+	}
+}
+
 // TestRecycledSegments: the files of finished segments are reused for new
 // ones. Their old frames must never come back: not after a clean restart,
 // and not after a power cut that leaves new writes half done (the salt
@@ -62,16 +79,7 @@ func TestRecycledSegments(t *testing.T) {
 			}
 			defer s2.Close()
 			<-s2.Recovered()
-			for _, m := range old {
-				if _, _, err := s2.Envelope(m.ID); err == nil {
-					t.Fatalf("finished message %s came back", m.ID)
-				}
-			}
-			for _, m := range fresh {
-				if got := mustContent(t, s2, m.ID); string(got) != string(m.Content) {
-					t.Fatalf("message %s: content differs", m.ID)
-				}
-			}
+			checkReused(t, s2, old, fresh)
 			for _, l := range logs {
 				if strings.Contains(l, "dropping corrupt or torn tail") && name == "restart" {
 					t.Errorf("clean restart logged %q", l)
@@ -114,16 +122,7 @@ func TestRecycledSegmentsOSFS(t *testing.T) {
 	}
 	s = open()
 	defer s.Close()
-	for _, m := range old {
-		if _, _, err := s.Envelope(m.ID); err == nil {
-			t.Fatalf("finished message %s came back", m.ID)
-		}
-	}
-	for _, m := range fresh {
-		if got := mustContent(t, s, m.ID); string(got) != string(m.Content) {
-			t.Fatalf("message %s: content differs", m.ID)
-		}
-	}
+	checkReused(t, s, old, fresh)
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		t.Fatal(err)
