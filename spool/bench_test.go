@@ -8,7 +8,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -65,9 +65,13 @@ func fdatasyncLatency(tb testing.TB, dir string, n int) time.Duration {
 	return median(ds)
 }
 
-func median(ds []time.Duration) time.Duration {
-	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
-	return ds[len(ds)/2]
+func median(ds []time.Duration) time.Duration { return percentile(ds, 50) }
+
+// percentile returns the p-th percentile of ds (100: the maximum),
+// sorting ds in place.
+func percentile(ds []time.Duration, p int) time.Duration {
+	slices.Sort(ds)
+	return ds[min(len(ds)-1, len(ds)*p/100)]
 }
 
 // openBench opens a durable spool in dir, closed when the benchmark ends,
@@ -218,10 +222,7 @@ func BenchmarkAppendLatency(b *testing.B) {
 		ds[i] = time.Since(t)
 	}
 	b.StopTimer()
-	p99 := func() time.Duration {
-		sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
-		return ds[n*99/100]
-	}()
+	p99 := percentile(ds, 99)
 	p50, lat := median(ds), median(syncs)
 	b.ReportMetric(float64(p50.Microseconds()), "append-p50-µs")
 	b.ReportMetric(float64(lat.Microseconds()), "fdatasync-p50-µs")
@@ -571,15 +572,11 @@ func BenchmarkCompactionStall(b *testing.B) {
 	if k := old(); k > 0 {
 		b.Fatalf("compaction did not finish in a minute: %d old segments left", k)
 	}
-	pct := func(ds []time.Duration, p int) time.Duration {
-		sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
-		return ds[(len(ds)-1)*p/100]
-	}
-	b.ReportMetric(float64(pct(during, 50))/float64(pct(base, 50)), "p50-ratio")
-	b.ReportMetric(float64(pct(during, 100).Microseconds()), "max-µs")
+	b.ReportMetric(float64(percentile(during, 50))/float64(percentile(base, 50)), "p50-ratio")
+	b.ReportMetric(float64(percentile(during, 100).Microseconds()), "max-µs")
 	b.ReportMetric(took.Seconds(), "compaction-s")
-	b.Logf("one writer, no compaction: %d appends, p50 %v p99 %v max %v", len(base), pct(base, 50), pct(base, 99), pct(base, 100))
-	b.Logf("one writer, while 3 segments are compacted (%.1fs): %d appends, p50 %v p99 %v max %v", took.Seconds(), len(during), pct(during, 50), pct(during, 99), pct(during, 100))
+	b.Logf("one writer, no compaction: %d appends, p50 %v p99 %v max %v", len(base), percentile(base, 50), percentile(base, 99), percentile(base, 100))
+	b.Logf("one writer, while 3 segments are compacted (%.1fs): %d appends, p50 %v p99 %v max %v", took.Seconds(), len(during), percentile(during, 50), percentile(during, 99), percentile(during, 100))
 }
 
 // BenchmarkAppendDuringRoll is one writer appending 256 KiB messages to a
@@ -610,9 +607,9 @@ func BenchmarkAppendDuringRoll(b *testing.B) {
 			slow++
 		}
 	}
-	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
-	b.ReportMetric(float64(ds[n/2].Microseconds()), "p50-µs")
-	b.ReportMetric(float64(ds[n-1].Microseconds()), "max-µs")
+	p50, p99, worst := percentile(ds, 50), percentile(ds, 99), percentile(ds, 100)
+	b.ReportMetric(float64(p50.Microseconds()), "p50-µs")
+	b.ReportMetric(float64(worst.Microseconds()), "max-µs")
 	b.ReportMetric(float64(slow), "over-10ms")
-	b.Logf("one writer, 256 KiB appends, new segments made meanwhile: p50 %v p99 %v max %v; %d of %d over 10 ms", ds[n/2], ds[n*99/100], ds[n-1], slow, n)
+	b.Logf("one writer, 256 KiB appends, new segments made meanwhile: p50 %v p99 %v max %v; %d of %d over 10 ms", p50, p99, worst, slow, n)
 }
