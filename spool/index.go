@@ -100,6 +100,9 @@ type wentry struct {
 	t uint32
 }
 
+// tickOf is the whole tick of entry e, in a slot below the overflow.
+func (x *index) tickOf(e wentry) int64 { return x.cur&^(1<<32-1) | int64(e.t) }
+
 type index struct {
 	m     []msg
 	mfree []int32
@@ -438,9 +441,8 @@ func (x *index) drainSlot(k int32) {
 func (x *index) cascade(k int32) {
 	es := x.slots[k]
 	x.slots[k] = nil
-	base := x.cur &^ (1<<32 - 1)
 	for _, e := range es {
-		x.place(e.i, base|int64(e.t))
+		x.place(e.i, x.tickOf(e))
 	}
 	x.emptySlot(k, es)
 }
@@ -626,9 +628,8 @@ func (x *index) slotMin(k int32) int64 {
 		return x.minT[k]
 	}
 	lo := int64(math.MaxInt64)
-	base := x.cur &^ (1<<32 - 1)
 	for _, e := range x.slots[k] {
-		t := base | int64(e.t)
+		t := x.tickOf(e)
 		if k == ovflSlot {
 			if !x.current(e.i, k) {
 				continue
