@@ -174,8 +174,8 @@ const maxRecycled = 4
 // segment first. Header and trailer are zeroed and made durable before
 // the file is renamed back among the segments: until then it is a ".free"
 // file, deleted at start, and after it a never-activated spare, which a
-// restart keeps as one (keepSpare). Its old frames stay; the salt of its next life rejects
-// them, and each batch's zero end mark hides them.
+// restart keeps as one (keepSpare). Its old frames stay; the salt of its
+// next life rejects them, and each batch's zero end mark hides them.
 func (s *Spool) recycle(g *segment) {
 	s.spareMu.Lock()
 	full := len(s.recycled) >= maxRecycled

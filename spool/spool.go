@@ -246,14 +246,8 @@ func (s *Spool) Close() error {
 		}
 	}
 	s.spare, s.recycled = nil, nil
-	for {
-		select {
-		case g := <-s.recycleCh:
-			s.dropFile(g)
-			continue
-		default:
-		}
-		break
+	for len(s.recycleCh) > 0 { // the preparer, its reader, has stopped
+		s.dropFile(<-s.recycleCh)
 	}
 	s.mu.Unlock()
 	if err := s.lock.Close(); err != nil {
