@@ -195,15 +195,8 @@ func probeMessage(inv *Invocation) []byte {
 	b.WriteString("Subject: probe\n")
 	// Postfix writes "To:" as a partial record and each recipient as a
 	// tab-led line, so the first shares the header's line.
-	for i, r := range inv.Rcpts {
-		if i == 0 {
-			b.WriteString("To:")
-		}
-		sep := ","
-		if i == len(inv.Rcpts)-1 {
-			sep = ""
-		}
-		fmt.Fprintf(&b, "\t%s%s\n", r, sep)
+	if len(inv.Rcpts) > 0 {
+		fmt.Fprintf(&b, "To:\t%s\n", strings.Join(inv.Rcpts, ",\n\t"))
 	}
 	return []byte(b.String())
 }
