@@ -41,6 +41,7 @@ test: test-peers build vet
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
 
 bench: build
+	$(GO) run ./bench/disk
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./spool/...
 	$(GO) test -run '^$$' -bench Mailq100k -benchtime 3x ./internal/daemon
 	$(GO) test -run '^$$' -bench Milters -benchtime 2s ./internal/daemon
