@@ -17,7 +17,7 @@ import (
 
 // compactChunk is about how much compaction carries forward in a batch
 // of its own, or with little else (commitBatch).
-var compactChunk = 64 << 10
+const compactChunk = 64 << 10
 
 // maybeCompact queues g for compaction when it is mostly dead. Called with
 // s.mu held.

@@ -132,8 +132,7 @@ func (m *memFS) Remove(name string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.tick()
-	_, ok := m.files[name]
-	if !ok {
+	if _, ok := m.files[name]; !ok {
 		return &os.PathError{Op: "remove", Path: name, Err: os.ErrNotExist}
 	}
 	delete(m.files, name)
